@@ -1,0 +1,5 @@
+import sys
+
+from pla4d.cli import main
+
+sys.exit(main())
