@@ -66,9 +66,7 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], pad: int = 4, background
         raise ValueError("no images to tile")
     height, width = rows[0][0].shape[:2]
     n_cols = max(len(r) for r in rows)
-    sheet = np.full(
-        (len(rows) * (height + pad) + pad, n_cols * (width + pad) + pad, 3), background, dtype=np.float32
-    )
+    sheet = np.full((len(rows) * (height + pad) + pad, n_cols * (width + pad) + pad, 3), background, dtype=np.float32)
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
             y, x = pad + i * (height + pad), pad + j * (width + pad)

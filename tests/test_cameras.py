@@ -21,8 +21,10 @@ def test_front_camera_sits_on_plus_z_looking_at_origin():
     # The origin projects to the image centre, +X to the right and +Y (up) towards smaller row indices.
     origin = cam.viewmats[0] @ torch.tensor([0.0, 0.0, 0.0, 1.0])
     assert origin[2] == pytest.approx(3.0)
-    for point, check in (([0.5, 0, 0], lambda u, v: u > 32 and abs(v - 32) < 1e-4),
-                         ([0, 0.5, 0], lambda u, v: v < 32 and abs(u - 32) < 1e-4)):
+    for point, check in (
+        ([0.5, 0, 0], lambda u, v: u > 32 and abs(v - 32) < 1e-4),
+        ([0, 0.5, 0], lambda u, v: v < 32 and abs(u - 32) < 1e-4),
+    ):
         p = cam.viewmats[0] @ torch.tensor([*point, 1.0])
         uv = cam.Ks[0] @ p[:3]
         assert check(float(uv[0] / uv[2]), float(uv[1] / uv[2]))
@@ -43,8 +45,11 @@ def test_orbit_rotation_is_orthonormal_and_right_handed():
 def test_orbit_matches_position_formula():
     az, el, r = 45.0, 20.0, 3.0
     expected = torch.tensor(
-        [r * math.sin(math.radians(az)) * math.cos(math.radians(el)), r * math.sin(math.radians(el)),
-         r * math.cos(math.radians(az)) * math.cos(math.radians(el))]
+        [
+            r * math.sin(math.radians(az)) * math.cos(math.radians(el)),
+            r * math.sin(math.radians(el)),
+            r * math.cos(math.radians(az)) * math.cos(math.radians(el)),
+        ]
     )
     assert torch.allclose(orbit_position(az, el, r), expected, atol=1e-6)
     assert torch.allclose(orbit_cameras([az], el, r, width=16).centers()[0], expected, atol=1e-5)
@@ -83,7 +88,8 @@ def test_matches_every_benchmark_camera(clips):
         meta = json.loads((clip / "cameras.json").read_text())
         width, height = meta["resolution"]
         for name, view in meta["views"].items():
-            cam = orbit_cameras([view["azimuth_deg"]], [view["elevation_deg"]], meta["camera_radius"],
-                                meta["fov_deg"], width, height)
+            cam = orbit_cameras(
+                [view["azimuth_deg"]], [view["elevation_deg"]], meta["camera_radius"], meta["fov_deg"], width, height
+            )
             assert torch.allclose(cam.viewmats[0], torch.tensor(view["w2c_opencv"]), atol=1e-5), (clip.name, name)
             assert torch.allclose(cam.Ks[0], torch.tensor(meta["K"], dtype=torch.float32), atol=1e-4)

@@ -33,8 +33,12 @@ def test_unknown_command_is_a_usage_error():
 
 
 def test_build_addon_zip(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "build_addon.py"), "--out", str(tmp_path)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "build_addon.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     path = Path(result.stdout.strip())
     assert path.is_file()
     with zipfile.ZipFile(path) as archive:

@@ -20,7 +20,7 @@ from pla4d.colour import srgb_to_linear
 from pla4d.example.creature import CreatureAnimation, animate_creature
 from pla4d.media import save_png
 from pla4d.progress import Progress
-from pla4d.render.mesh import Mesh, render_mesh
+from pla4d.render.mesh import Mesh, mesh_from_arrays, render_mesh
 
 NOVEL_AZIMUTHS = (45.0, 135.0, 225.0, 315.0)
 CAMERA_RADIUS = 3.0
@@ -47,15 +47,9 @@ class ExampleSettings:
 
 
 def creature_mesh(animation: CreatureAnimation, frame: int = 0) -> Mesh:
-    """The creature at ``frame`` as a vertex-coloured mesh (colours linear, as meshes store them)."""
-    colors = srgb_to_linear(torch.from_numpy(animation.colors_srgb))
-    return Mesh(
-        vertices=torch.from_numpy(animation.vertices[frame]),
-        faces=torch.from_numpy(animation.faces),
-        vertex_colors=colors.float(),
-        uvs=None,
-        texture=None,
-        base_color=torch.ones(3),
+    """The creature at ``frame`` as a vertex-coloured mesh."""
+    return mesh_from_arrays(
+        animation.vertices[frame], animation.faces, vertex_colors=animation.colors_srgb, color_space="srgb"
     )
 
 

@@ -210,12 +210,16 @@ def build_creature() -> RiggedMesh:
 
     # Legs: thigh to shin with a bending knee, ending in feet that point forward.
     for side, upper, lower in ((1.0, "leg_l_upper", "leg_l_lower"), (-1.0, "leg_r_upper", "leg_r_lower")):
-        path = _resample(np.array([[0.18 * side, -0.35, 0.0], [0.19 * side, -0.72, 0.05], [0.19 * side, -0.90, 0.04]]), 9)
+        path = _resample(
+            np.array([[0.18 * side, -0.35, 0.0], [0.19 * side, -0.72, 0.05], [0.19 * side, -0.90, 0.04]]), 9
+        )
         b.add(_tube(path, np.linspace(0.13, 0.10, len(path)), 14), FUR, {upper: 1.0, lower: (0.45, 0.75)})
         b.add(_ellipsoid((0.19 * side, -0.95, 0.10), (0.11, 0.07, 0.17), 10, 14), DARK, {lower: 1.0})
 
     # Tail: one bendy tube over three bones.
-    tail_path = _resample(np.array([[0.0, -0.30, -0.28], [0.0, -0.22, -0.52], [0.0, -0.05, -0.63], [0.0, 0.10, -0.66]]), 14)
+    tail_path = _resample(
+        np.array([[0.0, -0.30, -0.28], [0.0, -0.22, -0.52], [0.0, -0.05, -0.63], [0.0, 0.10, -0.66]]), 14
+    )
     tail_radii = np.linspace(0.07, 0.045, len(tail_path))
     verts, faces, t = _tube(tail_path, tail_radii, 12)
     weights_t = t  # tail weights blend across three bones, so blend in two steps
@@ -227,7 +231,9 @@ def build_creature() -> RiggedMesh:
     moved = tail[:, i1] * s2
     tail[:, i1] -= moved
     tail[:, i2] += moved
-    b.add(_ellipsoid(tail_path[-1] + np.array([0.0, 0.03, -0.01]), (0.075, 0.075, 0.075), 10, 12), BELLY, {"tail_2": 1.0})
+    b.add(
+        _ellipsoid(tail_path[-1] + np.array([0.0, 0.03, -0.01]), (0.075, 0.075, 0.075), 10, 12), BELLY, {"tail_2": 1.0}
+    )
 
     return RiggedMesh(
         vertices=np.concatenate(b.verts),
@@ -285,7 +291,7 @@ def pose_at(phase: float) -> dict[str, np.ndarray]:
     pose["arm_l_upper"] = _affine(rot(("z", deg(115) + deg(12) * math.sin(2.0 * w)), ("x", deg(-10))))
     pose["arm_l_lower"] = _affine(rot(("z", deg(35) * math.sin(2.0 * w + 0.8))))
     # Right arm swings against the right leg, elbow bending as it goes forward.
-    pose["arm_r_upper"] = _affine(rot(("x", deg(-30) * march), ("z", deg(-20))))
+    pose["arm_r_upper"] = _affine(rot(("x", deg(-30) * march), ("z", deg(25))))
     pose["arm_r_lower"] = _affine(rot(("x", deg(-25) * max(0.0, march))))
     # Marching: thighs lift alternately, knees bend as the thigh rises.
     for side, sign in (("l", 1.0), ("r", -1.0)):
