@@ -155,7 +155,9 @@ def orbit_cameras(
     if radius <= 0:
         raise ValueError(f"orbit radius must be positive, got {radius}")
     focal = focal_from_fov(fov_deg, width)
-    viewmats = torch.stack([look_at_w2c(orbit_position(a, e, radius)) for a, e in zip(azimuths_deg, elevations_deg, strict=True)])
+    viewmats = torch.stack(
+        [look_at_w2c(orbit_position(a, e, radius)) for a, e in zip(azimuths_deg, elevations_deg, strict=True)]
+    )
     Ks = intrinsics(focal, width, height).expand(len(azimuths_deg), 3, 3).clone()
     return Cameras(viewmats, Ks, width, height)
 
