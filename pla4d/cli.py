@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pla4d import __version__
+from pla4d.errors import MissingWeightsError
 
 
 class UserError(Exception):
@@ -45,8 +46,18 @@ def _demo(args: argparse.Namespace) -> int:
         video_frames.append(np.concatenate([front, side], axis=1))
     video = write_video(out / "video.mp4", video_frames, settings.fps)
 
+    static = None
+    if not args.skip_static:
+        from pla4d.lift import run_lift
+
+        static = run_lift(
+            clip_dir / "input" / "000.png", clip_dir / "first_frame.glb", out / "static", _preset(args), seed=args.seed
+        )
+
     summary = {
         "clip": str(clip_dir),
+        "static_run": None if static is None else static["run"],
+        "static_preview": None if static is None else str(Path(static["run"]) / "preview.png"),
         "preview": str(out / "preview.png"),
         "video": str(video),
         "frames": settings.num_frames,
@@ -55,6 +66,66 @@ def _demo(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _preset(args: argparse.Namespace):
+    from pla4d.config import get_preset
+
+    preset = get_preset(args.preset)
+    changes = {}
+    if getattr(args, "iterations", None) is not None:
+        changes["iterations"] = args.iterations
+    if getattr(args, "no_contrastive", False):
+        changes["batch_views"] = 0
+    if changes:
+        preset = preset.replace_static(**changes)
+    if getattr(args, "no_focal_alignment", False):
+        import dataclasses
+
+        preset = dataclasses.replace(preset, focal=dataclasses.replace(preset.focal, enabled=False))
+    return preset
+
+
+def _lift(args: argparse.Namespace) -> int:
+    from pla4d.lift import run_lift
+
+    for path, what in ((args.image, "image"), (args.mesh, "mesh")):
+        if not Path(path).is_file():
+            raise UserError(f"{what} not found: {path}")
+    summary = run_lift(args.image, args.mesh, args.out, _preset(args), seed=args.seed, device=args.device)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pla4d.evaluate import evaluate_clip
+
+    if not Path(args.clip).is_dir():
+        raise UserError(f"clip folder not found: {args.clip}")
+    records = evaluate_clip(
+        args.clip,
+        _preset(args),
+        frames=args.frames,
+        baseline=args.baseline,
+        out_dir=args.out,
+        seed=args.seed,
+        device=args.device,
+        lpips_net=args.lpips_net,
+    )
+    for record in records:
+        print(json.dumps(record), flush=True)
+    return 0
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="draft", help="draft (CPU, minutes), standard or paper (default: draft)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--iterations", type=int, default=None, help="override the preset's iteration count")
+    parser.add_argument(
+        "--no-focal-alignment", action="store_true", help="ablation: keep the initial fov (49.1 degrees)"
+    )
+    parser.add_argument("--no-contrastive", action="store_true", help="ablation: front view only, no GS-mesh views")
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
@@ -72,16 +143,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="render the built-in example creature: a clip folder, a preview picture and a video",
+        help="the built-in example end to end: render the creature, then lift frame 1 to static Gaussians",
         description="Render the built-in example (an animated creature made in code) with the project's own "
         "mesh renderer: front-view RGBA frames (the stand-in for the text-to-video output), held-out "
-        "views, the frame-1 mesh, a preview picture and an MP4.",
+        "views, the frame-1 mesh (the stand-in for the image-to-mesh output), a preview picture and an MP4. "
+        "Then run the static 3D stage on frame 1 and its mesh (out/demo/static).",
     )
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     demo.add_argument("--frames", type=int, default=32, help="number of frames (default: 32)")
     demo.add_argument("--fps", type=float, default=16.0, help="frames per second (default: 16)")
     demo.add_argument("--resolution", type=int, default=256, help="image size in pixels (default: 256)")
+    demo.add_argument("--skip-static", action="store_true", help="only render the example, skip the static stage")
+    _add_training_options(demo)
     demo.set_defaults(handler=_demo)
+
+    lift = sub.add_parser(
+        "lift",
+        help="frame 1 + its mesh -> static 3D Gaussians (focal alignment, texture and geometry alignment)",
+        description="The static 3D stage: find the focal length that matches the mesh's front view to the frame, "
+        "then train Gaussians initialised from the mesh. Writes canonical.ply, camera.json, preview.png, "
+        "losses.jsonl, config.json and timings.json into --out.",
+    )
+    lift.add_argument("--image", required=True, help="frame 1: an RGBA PNG with the object matted")
+    lift.add_argument("--mesh", required=True, help="the frame's mesh (GLB, glTF or OBJ)")
+    lift.add_argument("--out", required=True, help="run folder")
+    _add_training_options(lift)
+    lift.set_defaults(handler=_lift)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="score the method on a benchmark clip folder (PSNR, SSIM, LPIPS, mask IoU, time, memory)",
+        description="Run the method on CLIP_DIR's input/000.png and first_frame mesh, then score every novel view. "
+        "Prints one JSON line per method.",
+    )
+    evaluate.add_argument("clip", help="clip folder (cameras.json, input/, novel/, first_frame.glb)")
+    evaluate.add_argument("--frames", default="0", help="frames to score: 0 (default), a list 0,8,16, or all")
+    evaluate.add_argument("--baseline", action="store_true", help="also score the static baseline (GT frame 0)")
+    evaluate.add_argument("--out", default=None, help="where the run and pictures go (default: out/eval/CLIP/PRESET)")
+    evaluate.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"], help="LPIPS network for scoring")
+    _add_training_options(evaluate)
+    evaluate.set_defaults(handler=_eval)
 
     bench = sub.add_parser("bench", help="benchmarks (e.g. `pla4d bench raster --help`)", add_help=False)
     bench.add_argument("what", choices=["raster"], help="which benchmark")
@@ -100,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             return _bench(args, rest)
         return args.handler(args)
-    except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (UserError, MissingWeightsError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         if os.environ.get("PLA4D_DEBUG"):
             raise
         print(f"pla4d: error: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Training losses: the perceptual loss (LPIPS) and friends."""
