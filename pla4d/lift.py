@@ -9,6 +9,7 @@ camera and the focal search), ``losses.jsonl`` (one record per iteration, flushe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,24 @@ def make_perceptual(preset: PresetConfig, device: torch.device) -> tuple[Any, st
     return loss, loss.name
 
 
+EventSink = Callable[[dict[str, Any]], None]
+PREVIEW_EVERY_S = 3.0
+PREVIEW_POINTS = 4096
+
+
+def preview_points(model: GaussianModel, count: int = PREVIEW_POINTS) -> dict[str, Any]:
+    """A subsample of the Gaussians (positions, display colours, opacities) as float32 numpy arrays."""
+    with torch.no_grad():
+        n = model.num_gaussians
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:count] if n > count else torch.arange(n)
+        idx = idx.to(model.means.device)
+        return {
+            "positions": model.means[idx].detach().float().cpu().numpy(),
+            "colors": model.rgb[idx].detach().clamp(0, 1).float().cpu().numpy(),
+            "opacities": model.opacities[idx].detach().float().cpu().numpy(),
+        }
+
+
 def lift(
     frame_rgba: Tensor,
     mesh: Mesh,
@@ -87,13 +106,23 @@ def lift(
     device: torch.device | str = "cpu",
     losses_log: JsonLines | None = None,
     show_progress: bool = True,
+    on_event: EventSink | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> LiftResult:
-    """Focal alignment then static training; pure computation (no files written)."""
+    """Focal alignment then static training; pure computation (no files written).
+
+    ``on_event`` receives dicts: ``{"type": "stage_started"|"stage_finished", "stage": ...}``,
+    ``{"type": "progress", "stage": "static3d", "iteration", "total", "losses", "eta_s"}`` every iteration and
+    ``{"type": "preview", "stage": "static3d", "points": preview_points(...)}`` every few seconds.
+    ``should_cancel()`` is polled between iterations; a True answer raises :class:`pla4d.errors.Cancelled`.
+    """
     device = torch.device(device)
     timings: dict[str, float] = {}
     size = frame_rgba.shape[0]
     radius = preset.focal.radius
+    emit = on_event or (lambda event: None)
 
+    emit({"type": "stage_started", "stage": "focal"})
     start = time.perf_counter()
     if preset.focal.enabled:
         match = align_focal(mesh, frame_rgba, radius=radius, init_fov_deg=preset.focal.init_fov_deg)
@@ -110,21 +139,38 @@ def lift(
         focal = {"focal_px": float(front.Ks[0, 0, 0]), "fov_deg": preset.focal.init_fov_deg, "search": None}
     focal.update(radius=radius, width=size, height=size, enabled=preset.focal.enabled)
     timings["focal_s"] = time.perf_counter() - start
+    emit({"type": "stage_finished", "stage": "focal", "seconds": timings["focal_s"], "focal_px": focal["focal_px"]})
 
     perceptual, perceptual_name = make_perceptual(preset, device)
     focal["perceptual"] = perceptual_name
-    progress = Progress("static 3D", preset.static.iterations) if show_progress else None
+    total = preset.static.iterations
+    progress = Progress("static 3D", total) if show_progress else None
+    train_start = time.perf_counter()
+    last_preview = [-PREVIEW_EVERY_S]
 
-    def on_iteration(record: dict[str, float]) -> None:
+    def on_iteration(record: dict[str, float], model: GaussianModel) -> None:
         if losses_log is not None:
             losses_log.write(record)
         if progress is not None:
             progress.update(note=f"loss {record['loss']:.4f} res {record['resolution']} n {record['gaussians']}")
+        if on_event is None:
+            return
+        elapsed = time.perf_counter() - train_start
+        done = record["iteration"] + 1
+        losses = {k: v for k, v in record.items() if k not in ("iteration", "resolution", "seconds")}
+        emit({"type": "progress", "stage": "static3d", "iteration": done, "total": total, "losses": losses,
+              "eta_s": elapsed / done * (total - done)})  # fmt: skip
+        if elapsed - last_preview[0] >= PREVIEW_EVERY_S or done == total:
+            last_preview[0] = elapsed
+            emit({"type": "preview", "stage": "static3d", "iteration": done, "points": preview_points(model)})
 
+    emit({"type": "stage_started", "stage": "static3d"})
     result = train_static(
-        mesh, frame_rgba, front, preset.static, radius, perceptual, seed=seed, device=device, on_iteration=on_iteration
-    )
+        mesh, frame_rgba, front, preset.static, radius, perceptual, seed=seed, device=device,
+        on_iteration=on_iteration, should_cancel=should_cancel,
+    )  # fmt: skip
     timings.update(result.timings)
+    emit({"type": "stage_finished", "stage": "static3d", "seconds": result.timings["train_s"]})
     return LiftResult(model=result.model, front=front, focal=focal, static=result, timings=timings)
 
 
@@ -157,8 +203,13 @@ def run_lift(
     preset: PresetConfig,
     seed: int = 0,
     device: str = "auto",
+    on_event: EventSink | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    show_progress: bool = True,
 ) -> dict[str, Any]:
-    """The ``pla4d lift`` command: inputs -> run folder. Returns the summary written to summary.json."""
+    """The ``pla4d lift`` command: inputs -> run folder. Returns the summary written to summary.json.
+
+    ``on_event`` and ``should_cancel`` as in :func:`lift` (the backend's workers use them)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
@@ -176,7 +227,10 @@ def run_lift(
         },
     )
     with JsonLines(out / "losses.jsonl") as log:
-        result = lift(frame, mesh, preset, seed=seed, device=dev, losses_log=log)
+        result = lift(
+            frame, mesh, preset, seed=seed, device=dev, losses_log=log, show_progress=show_progress,
+            on_event=on_event, should_cancel=should_cancel,
+        )  # fmt: skip
     camera = dict(result.focal)
     camera.update(K=result.front.Ks[0].tolist(), w2c_opencv=result.front.viewmats[0].tolist())
     write_json(out / "camera.json", camera)

@@ -63,3 +63,24 @@ def test_lift_user_errors_are_one_line(tmp_path, capsys, tiny_clip):
     assert "no transparent background" in err and "Traceback" not in err
     assert main(["eval", str(tmp_path / "nope"), "--preset", "draft"]) == 2
     assert main(["eval", str(tiny_clip), "--preset", "ultra"]) == 2
+
+
+def test_lift_reports_events_and_can_be_cancelled(tiny_clip, tmp_path):
+    from pla4d.config import get_preset
+    from pla4d.errors import Cancelled
+    from pla4d.lift import run_lift
+
+    events = []
+    preset = get_preset("draft").replace_static(iterations=5)
+    image, mesh = tiny_clip / "input" / "000.png", tiny_clip / "first_frame.glb"
+    run_lift(image, mesh, tmp_path / "a", preset, on_event=events.append, show_progress=False)
+    kinds = [(e["type"], e.get("stage")) for e in events]
+    assert kinds[0] == ("stage_started", "focal") and ("stage_finished", "static3d") in kinds
+    progress = [e for e in events if e["type"] == "progress"]
+    assert [e["iteration"] for e in progress] == [1, 2, 3, 4, 5] and progress[-1]["eta_s"] == 0
+    previews = [e for e in events if e["type"] == "preview"]
+    assert previews and previews[-1]["points"]["positions"].shape[1] == 3
+
+    with pytest.raises(Cancelled):
+        run_lift(image, mesh, tmp_path / "b", preset, should_cancel=lambda: True, show_progress=False)
+    assert (tmp_path / "b" / "config.json").is_file()  # what was written before the cancel stays

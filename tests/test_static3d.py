@@ -5,6 +5,7 @@ import torch
 
 from pla4d.cameras import orbit_cameras
 from pla4d.config import PRESETS, get_preset
+from pla4d.errors import Cancelled
 from pla4d.example.clip import creature_mesh
 from pla4d.example.creature import animate_creature
 from pla4d.gaussians.init import gaussians_from_mesh
@@ -103,7 +104,9 @@ def test_training_fits_the_front_view_and_mesh_views():
     straight = torch.where(frame.alpha > 0, frame.rgb / frame.alpha.clamp_min(1e-8), 0.0)
     frame_rgba = torch.cat([straight[0], frame.alpha[0]], -1)
     records = []
-    result = train_static(mesh, frame_rgba, front, cfg, 3.0, perceptual=None, on_iteration=records.append)
+    result = train_static(
+        mesh, frame_rgba, front, cfg, 3.0, perceptual=None, on_iteration=lambda r, m: records.append(r)
+    )
     assert len(records) == 40 and len(result.history) == 40
     assert {"init_s", "train_s"} <= set(result.timings)
     assert all(p.shape[0] == result.model.num_gaussians for p in result.model.parameters())
@@ -128,6 +131,19 @@ def test_training_fits_the_front_view_and_mesh_views():
     after = errors(result.model)
     assert after[0] < 0.6 * before[0]  # texture alignment: the front view fits frame 1
     assert after[1] < 0.8 * before[1]  # GS-mesh contrastive learning: an unseen side view fits the mesh
+
+
+def test_cancel_stops_between_iterations():
+    mesh = creature_mesh(animate_creature(1), 0)
+    cfg = get_preset("draft").replace_static(iterations=50, resolutions=(32,), resolution_steps=(), num_gaussians=500)
+    front = fixed_front_camera(40.0, 32, 32, 3.0)
+    frame = torch.zeros(32, 32, 4)
+    frame[8:24, 8:24] = 1.0
+    seen = []
+    with pytest.raises(Cancelled):
+        train_static(mesh, frame, front, cfg.static, 3.0, on_iteration=lambda r, m: seen.append(r),
+                     should_cancel=lambda: len(seen) >= 3)  # fmt: skip
+    assert len(seen) == 3
 
 
 def test_bad_settings():

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from pla4d.cameras import Cameras, focal_from_fov, intrinsics, look_at_w2c, orbit_position
 from pla4d.config import StaticConfig
+from pla4d.errors import Cancelled
 from pla4d.gaussians.init import gaussians_from_mesh
 from pla4d.gaussians.model import GaussianModel
 from pla4d.render.mesh import Mesh, render_mesh
@@ -145,13 +146,16 @@ def train_static(
     perceptual: Callable[[Tensor, Tensor], Tensor] | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    on_iteration: Callable[[dict[str, float]], None] | None = None,
+    on_iteration: Callable[[dict[str, float], GaussianModel], None] | None = None,
     model: GaussianModel | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> StaticResult:
     """Train static Gaussians (Algorithm 1). ``front`` is the matched front camera (focal alignment).
 
     ``perceptual(x, y)`` takes (B, 3, H, W) images in [0, 1] and returns (B,) distances; None skips it (only
-    for tests and ablations: the presets use LPIPS). ``on_iteration`` receives each iteration's log record.
+    for tests and ablations: the presets use LPIPS). ``on_iteration(record, model)`` receives each iteration's
+    log record and the model; ``should_cancel()`` is polled every iteration and raises
+    :class:`pla4d.errors.Cancelled` when it answers True.
     """
     if cfg.iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {cfg.iterations}")
@@ -182,6 +186,8 @@ def train_static(
     loop_start = time.perf_counter()
 
     for it in range(cfg.iterations):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"static 3D training cancelled at iteration {it}")
         size = resolution_at(cfg, it)
         lam = lambda_at(cfg, it)
         t0 = time.perf_counter()
@@ -258,7 +264,7 @@ def train_static(
             stats = GradientStats.zeros(model.num_gaussians, device)
         history.append(record)
         if on_iteration is not None:
-            on_iteration(record)
+            on_iteration(record, model)
 
     timings["train_s"] = time.perf_counter() - loop_start
     timings["mesh_render_s"] = mesh_seconds
