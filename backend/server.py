@@ -1,0 +1,823 @@
+"""``pla4d-backend``: the ZeroMQ job server (ROUTER socket, SQLite job store, one worker process at a time).
+
+The socket loop never runs engine code: each job runs in a ``backend.worker`` subprocess that pushes its events
+over an ipc socket; the loop stores them, forwards them to subscribers and serves everyone else meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+
+from backend import __version__
+from backend.protocol import (
+    CHUNK,
+    DEFAULT_CHUNK_SIZE,
+    ERROR,
+    EVENT,
+    MAX_CHUNK_SIZE,
+    MAX_FETCH_WINDOW,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    REPLY,
+    TERMINAL_EVENTS,
+    Code,
+    ProtocolError,
+    decode,
+    encode,
+    load_secret,
+)
+from backend.store import JobStore
+
+KINDS = ("example", "lift", "text")
+MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
+# Static-stage settings a client may override, with their types and bounds.
+OVERRIDES: dict[str, tuple[type | tuple[type, ...], float, float]] = {
+    "iterations": (int, 1, 100_000),
+    "batch_views": (int, 0, 32),
+    "num_gaussians": (int, 16, 2_000_000),
+    "max_gaussians": (int, 16, 4_000_000),
+    "view_pool": (int, 1, 1024),
+    "resolutions": (list, 16, 2048),
+    "resolution_steps": (list, 0.0, 1.0),
+    "perceptual_weight": ((int, float), 0.0, 10.0),
+    "perceptual_max_size": (int, 16, 2048),
+    "densify_every": (int, 1, 100_000),
+}
+EXAMPLE_LIMITS = {"frames": (1, 64, 8), "resolution": (16, 512, 128), "supersample": (1, 4, 2)}
+
+
+def _loopback(endpoint: str) -> bool:
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def _get(body: dict[str, Any], name: str, types: Any, default: Any = ..., check: Any = None) -> Any:
+    """A validated request field: BAD_REQUEST when missing, of the wrong type or failing ``check``."""
+    if name not in body or body[name] is None:
+        if default is ...:
+            raise ProtocolError(Code.BAD_REQUEST, f"missing field {name!r}")
+        return default
+    value = body[name]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+        raise ProtocolError(Code.BAD_REQUEST, f"field {name!r} has the wrong type ({type(value).__name__})")
+    if check is not None and not check(value):
+        raise ProtocolError(Code.BAD_REQUEST, f"field {name!r} is out of range")
+    return value
+
+
+def _tuple(types: Any) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+@dataclass
+class Upload:
+    id: str
+    name: str
+    size: int
+    sha256: str
+    path: Path
+    received: int = 0
+    hasher: Any = field(default_factory=hashlib.sha256)
+    touched: float = field(default_factory=time.time)
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.size
+
+
+@dataclass
+class Worker:
+    job_id: str
+    proc: subprocess.Popen
+    token: bytes
+    cancel_at: float | None = None
+
+
+class Server:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        bind: str = "tcp://127.0.0.1:5555",
+        device: str = "auto",
+        preset: str = "draft",
+        secret: bytes | None = None,
+        curve_secret_file: str | None = None,
+        curve_clients_dir: str | None = None,
+        rate: float = 500.0,
+        burst: float = 1000.0,
+        max_upload: int = 1 << 30,
+        max_queue: int = 256,
+        max_attempts: int = 2,
+        insecure: bool = False,
+    ):
+        from pla4d.config import PRESETS  # light: dataclasses only, no torch
+
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if not _loopback(bind) and not (secret or curve_secret_file) and not insecure:
+            raise ValueError(
+                f"refusing to bind {bind} without authentication: give --secret-file and/or --curve-key "
+                "(or --insecure on a trusted network)"
+            )
+        self.presets = list(PRESETS)
+        self.data = Path(data_dir)
+        (self.data / "jobs").mkdir(parents=True, exist_ok=True)
+        (self.data / "uploads").mkdir(parents=True, exist_ok=True)
+        self.device = device
+        self.default_preset = preset
+        self.key = secret
+        self.rate, self.burst = rate, burst
+        self.max_upload, self.max_queue, self.max_attempts = max_upload, max_queue, max_attempts
+        self.store = JobStore(self.data / "jobs.sqlite")
+        self.ctx = zmq.Context()
+        self.auth = None
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.SNDHWM, 10_000)
+        self.router.setsockopt(zmq.RCVHWM, 10_000)
+        if curve_secret_file:
+            public, secret_key = zmq.auth.load_certificate(curve_secret_file)
+            if secret_key is None:
+                raise ValueError(f"{curve_secret_file} holds no secret key (use the .key_secret file)")
+            if curve_clients_dir:
+                from zmq.auth.thread import ThreadAuthenticator
+
+                self.auth = ThreadAuthenticator(self.ctx)
+                self.auth.start()
+                self.auth.configure_curve(domain="*", location=str(curve_clients_dir))
+            self.router.curve_secretkey = secret_key
+            self.router.curve_publickey = public
+            self.router.curve_server = True
+        self.router.bind(bind)
+        self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.ipc_dir = tempfile.mkdtemp(prefix="pla4d-")
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(f"ipc://{self.ipc_dir}/w")
+        self.pull_endpoint = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.uploads: dict[str, Upload] = {}
+        self.subs: dict[str, set[bytes]] = {}
+        self.worker: Worker | None = None
+        self.previews: dict[str, tuple[dict[str, Any], list[Any]]] = {}
+        self.buckets: dict[bytes, list[float]] = {}
+        self.auth_notified: dict[bytes, float] = {}
+        self.seen_macs: dict[bytes, float] = {}
+        self.positions: dict[str, int] = {}
+        self.running = True
+        self.stats = {"requests": 0, "errors": 0}
+        self._recover()
+
+    # ------------------------------------------------------------------ startup / shutdown
+    def _recover(self) -> None:
+        """After a crash or kill -9: running jobs are requeued (their cached stages kept) or failed."""
+        requeued = []
+        for job in self.store.list(state="running", limit=1_000_000):
+            job_dir = self.data / "jobs" / job["id"]
+            if (job_dir / "cancel").exists():
+                self._finish(job["id"], "cancelled", {"reason": "cancelled before the backend stopped"})
+            elif job["attempts"] < self.max_attempts:
+                self.store.update(job["id"], state="queued", stage=None)
+                requeued.append(job["id"])
+            else:
+                self._finish(
+                    job["id"], "failed",
+                    {"code": Code.INTERRUPTED,
+                     "message": f"the backend stopped while this job ran ({job['attempts']} attempts); not retried"},
+                )  # fmt: skip
+        for meta in (self.data / "uploads").glob("*.json"):
+            try:
+                info = json.loads(meta.read_text())
+                up = Upload(info["id"], info["name"], info["size"], info["sha256"], meta.with_suffix(".part"))
+                with open(up.path, "rb") as handle:
+                    for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                        up.hasher.update(block)
+                        up.received += len(block)
+                self.uploads[up.id] = up
+            except (OSError, ValueError, KeyError):
+                meta.unlink(missing_ok=True)
+        self._update_positions(announce=False)
+        for job_id in requeued:
+            reason = "the backend restarted while this job ran; it runs again (cached stages are kept)"
+            self._event(job_id, {"event": "queue", "queue_position": self.positions[job_id], "reason": reason})
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.proc.terminate()
+            try:
+                self.worker.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.worker.proc.kill()
+        if self.auth is not None:
+            self.auth.stop()
+        self.router.close()
+        self.pull.close()
+        self.ctx.term()
+        self.store.close()
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ main loop
+    def serve_forever(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.pull, zmq.POLLIN)
+        last_housekeeping = 0.0
+        while self.running:
+            ready = dict(poller.poll(100))
+            if self.pull in ready:
+                self._drain_worker()
+            if self.router in ready:
+                for _ in range(256):
+                    try:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._handle(frames)
+            self._check_worker()
+            self._schedule()
+            now = time.monotonic()
+            if now - last_housekeeping > 5:
+                last_housekeeping = now
+                self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        now = time.time()
+        for uid, up in list(self.uploads.items()):
+            if now - up.touched > 3600:
+                self._drop_upload(uid)
+        if len(self.buckets) > 10_000:
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 60}
+        self.auth_notified = {k: v for k, v in self.auth_notified.items() if now - v < 5}
+        self.seen_macs = {k: v for k, v in self.seen_macs.items() if v > now}
+
+    # ------------------------------------------------------------------ client messages
+    def _send(self, ident: bytes, type_: str, body: dict[str, Any], id_: Any = None, raw: list[Any] | None = None):
+        try:
+            self.router.send_multipart([ident, *encode(type_, body, id_, raw, self.key)], copy=False, flags=zmq.NOBLOCK)
+        except zmq.ZMQError:  # peer gone or its queue full: drop (clients re-request; events replay by seq)
+            pass
+
+    def _error(self, ident: bytes, code: str, message: str, id_: Any = None, signed: bool = True) -> None:
+        self.stats["errors"] += 1
+        body = {"code": code, "message": message}
+        try:
+            frames = encode(ERROR, body, id_, None, self.key if signed else None)
+            self.router.send_multipart([ident, *frames], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _rate_ok(self, ident: bytes) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.time()
+        bucket = self.buckets.get(ident)
+        if bucket is None:
+            bucket = self.buckets[ident] = [self.burst, now]
+        bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if bucket[0] < 1:
+            return False
+        bucket[0] -= 1
+        return True
+
+    def _handle(self, frames: list[Any]) -> None:
+        self.stats["requests"] += 1
+        ident = frames[0].bytes
+        if not self._rate_ok(ident):
+            bucket = self.buckets[ident]
+            if bucket[0] > -1:  # one RATE_LIMITED reply per exhausted token, then silence
+                bucket[0] -= 1
+                self._error(ident, Code.RATE_LIMITED, f"more than {self.rate:g} messages per second")
+            return
+        env = None
+        try:
+            if self.key and len(frames) > 1 and len(frames[-1]) == 32:
+                mac = frames[-1].bytes
+                if mac in self.seen_macs:
+                    raise ProtocolError(Code.AUTH_FAILED, "replayed message")
+            env, raw = decode(frames[1:], self.key)
+            if self.key:
+                self.seen_macs[frames[-1].bytes] = time.time() + 2 * 300
+            handler = getattr(self, f"_on_{env['type']}", None)
+            if handler is None:
+                raise ProtocolError(Code.UNKNOWN_TYPE, f"unknown request type {env['type'][:64]!r}")
+            result = handler(ident, env["body"], raw, env["id"])
+            if result is not None:
+                self._send(ident, REPLY, result, env["id"])
+        except ProtocolError as exc:
+            if exc.code == Code.AUTH_FAILED:
+                # Unauthenticated: one unsigned refusal per client every few seconds, otherwise dropped.
+                if ident not in self.auth_notified:
+                    self.auth_notified[ident] = time.time()
+                    self._error(ident, exc.code, "authentication required", None, signed=False)
+                return
+            self._error(ident, exc.code, exc.message, env["id"] if env else None)
+        except Exception as exc:  # a bug must not take the server down
+            traceback.print_exc()
+            self._error(ident, Code.INTERNAL, f"internal error: {type(exc).__name__}", env["id"] if env else None)
+
+    def _no_raw(self, raw: list[Any]) -> None:
+        if raw:
+            raise ProtocolError(Code.BAD_REQUEST, "this request takes no binary frames")
+
+    def _job(self, body: dict[str, Any]) -> dict[str, Any]:
+        job_id = _get(body, "job_id", str, check=lambda v: 0 < len(v) <= 64)
+        job = self.store.get(job_id)
+        if job is None:
+            raise ProtocolError(Code.NOT_FOUND, f"no job {job_id!r}")
+        return job
+
+    def _public(self, job: dict[str, Any]) -> dict[str, Any]:
+        req = job["request"]
+        out = {k: job[k] for k in ("id", "kind", "state", "created", "started", "finished", "attempts", "stage")}
+        out.update(
+            job_id=job["id"], queue_position=self.positions.get(job["id"]), settings=req.get("settings", {}),
+            prompt=req.get("prompt"), last_seq=job["last_seq"], summary=job["summary"],
+            error={"code": job["error_code"], "message": job["error_message"]} if job["error_code"] else None,
+        )  # fmt: skip
+        return out
+
+    def capabilities(self) -> dict[str, Any]:
+        import pla4d
+
+        device = self.device
+        if device == "auto":
+            device = "cuda" if Path("/proc/driver/nvidia/version").exists() else "cpu"
+        return {
+            "server": "pla4d-backend",
+            "server_version": __version__,
+            "engine_version": pla4d.__version__,
+            "protocol": PROTOCOL_VERSION,
+            "device": device,
+            "workers": 1,
+            "presets": self.presets,
+            "default_preset": self.default_preset,
+            "kinds": {
+                "example": {"available": True},
+                "lift": {"available": True, "uploads": ["image", "mesh"], "mesh_extensions": list(MESH_EXTENSIONS)},
+                "text": {
+                    "available": False,
+                    "code": Code.MODEL_UNAVAILABLE,
+                    "message": "text-to-video is not available in this backend yet",
+                },
+            },  # fmt: skip
+            "models": {"text_to_video": None, "image_to_mesh": None},
+            "overrides": sorted(OVERRIDES),
+            "limits": {
+                "max_message_bytes": MAX_MESSAGE_BYTES,
+                "max_chunk_size": MAX_CHUNK_SIZE,
+                "default_chunk_size": DEFAULT_CHUNK_SIZE,
+                "max_fetch_window": MAX_FETCH_WINDOW,
+                "max_upload_bytes": self.max_upload,
+                "max_queue": self.max_queue,
+                "rate_per_s": self.rate,
+                "burst": self.burst,
+            },
+            "auth": {"hmac": bool(self.key), "curve": bool(self.router.curve_server)},
+        }
+
+    def _on_hello(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        return self.capabilities()
+
+    def _on_ping(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        return {"t": time.time()}
+
+    # uploads -------------------------------------------------------------
+    def _on_upload_open(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        resume = _get(body, "upload_id", str, None)
+        if resume is not None:
+            up = self.uploads.get(resume)
+            if up is None:
+                raise ProtocolError(Code.NOT_FOUND, f"no upload {resume!r}")
+            return {"upload_id": up.id, "received": up.received, "complete": up.complete}
+        name = _get(body, "name", str, check=lambda v: 0 < len(v) <= 255 and "/" not in v and "\\" not in v)
+        size = _get(body, "size", int, check=lambda v: 0 < v <= self.max_upload)
+        sha = _get(body, "sha256", str, check=lambda v: len(v) == 64 and all(c in "0123456789abcdef" for c in v))
+        if len(self.uploads) >= 64:
+            raise ProtocolError(Code.QUEUE_FULL, "too many open uploads; finish or let them expire")
+        if sum(u.size for u in self.uploads.values()) + size > 4 * self.max_upload:
+            raise ProtocolError(Code.TOO_LARGE, "upload space exhausted")
+        uid = uuid.uuid4().hex[:16]
+        up = Upload(uid, name, size, sha, self.data / "uploads" / f"{uid}.part")
+        up.path.write_bytes(b"")
+        (self.data / "uploads" / f"{uid}.json").write_text(json.dumps({"id": uid, "name": name, "size": size,
+                                                                       "sha256": sha}))  # fmt: skip
+        self.uploads[uid] = up
+        return {"upload_id": uid, "received": 0, "complete": False, "chunk_size": DEFAULT_CHUNK_SIZE}
+
+    def _on_upload_chunk(self, ident, body, raw, id_):
+        up = self.uploads.get(_get(body, "upload_id", str))
+        if up is None:
+            raise ProtocolError(Code.NOT_FOUND, "no such upload")
+        offset = _get(body, "offset", int)
+        crc = _get(body, "crc32", int)
+        if len(raw) != 1:
+            raise ProtocolError(Code.BAD_REQUEST, "upload_chunk carries exactly one binary frame")
+        data = raw[0]
+        if offset != up.received:
+            raise ProtocolError(Code.BAD_REQUEST, f"offset {offset} != received {up.received}: resume from there")
+        if up.received + len(data) > up.size:
+            raise ProtocolError(Code.TOO_LARGE, "chunk runs past the declared size")
+        if zlib.crc32(data) != crc:
+            raise ProtocolError(Code.CHECKSUM_MISMATCH, "chunk crc32 mismatch; send it again")
+        with open(up.path, "ab") as handle:
+            handle.write(data)
+        up.hasher.update(data)
+        up.received += len(data)
+        up.touched = time.time()
+        if up.complete and up.hasher.hexdigest() != up.sha256:
+            self._drop_upload(up.id)
+            raise ProtocolError(Code.CHECKSUM_MISMATCH, "whole-file sha256 mismatch; upload discarded")
+        return {"upload_id": up.id, "received": up.received, "complete": up.complete}
+
+    def _drop_upload(self, uid: str) -> None:
+        up = self.uploads.pop(uid, None)
+        if up is not None:
+            up.path.unlink(missing_ok=True)
+            up.path.with_suffix(".json").unlink(missing_ok=True)
+
+    # jobs ----------------------------------------------------------------
+    def _settings(self, body: dict[str, Any]) -> dict[str, Any]:
+        settings = _get(body, "settings", dict, {})
+        preset = _get(settings, "preset", str, self.default_preset)
+        if preset not in self.presets:
+            raise ProtocolError(Code.BAD_REQUEST, f"unknown preset {preset[:64]!r}; choose one of {self.presets}")
+        out: dict[str, Any] = {"preset": preset, "seed": _get(settings, "seed", int, 0, lambda v: 0 <= v < 2**31)}
+        overrides = _get(settings, "overrides", dict, {})
+        clean = {}
+        for name, value in overrides.items():
+            if name not in OVERRIDES:
+                raise ProtocolError(
+                    Code.BAD_REQUEST, f"override {str(name)[:64]!r} not allowed; allowed: {sorted(OVERRIDES)}"
+                )
+            types, lo, hi = OVERRIDES[name]
+            if types is list:
+                if not isinstance(value, list) or len(value) > 8:
+                    raise ProtocolError(Code.BAD_REQUEST, f"override {name!r} must be a short list")
+                items = value
+            else:
+                items = [value]
+            for item in items:
+                ok_type = (int, float) if types is list or types == (int, float) else types
+                if isinstance(item, bool) or not isinstance(item, ok_type) or not lo <= item <= hi:
+                    raise ProtocolError(Code.BAD_REQUEST, f"override {name!r}: bad value {str(item)[:32]}")
+            clean[name] = value
+        if clean:
+            from pla4d.config import get_preset
+
+            try:
+                get_preset(preset).replace_static(
+                    **{k: tuple(v) if isinstance(v, list) else v for k, v in clean.items()}
+                )
+            except (TypeError, ValueError) as exc:
+                raise ProtocolError(Code.BAD_REQUEST, f"overrides rejected: {exc}") from None
+            out["overrides"] = clean
+        example = _get(settings, "example", dict, {})
+        ex = {}
+        for name, (lo, hi, default) in EXAMPLE_LIMITS.items():
+            ex[name] = _get(example, name, int, default, lambda v, lo=lo, hi=hi: lo <= v <= hi)
+        unknown = set(example) - set(EXAMPLE_LIMITS)
+        if unknown:
+            raise ProtocolError(Code.BAD_REQUEST, f"unknown example settings {sorted(map(str, unknown))[:4]}")
+        out["example"] = ex
+        return out
+
+    def _on_submit(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        kind = _get(body, "kind", str)
+        if kind == "text":
+            _get(body, "prompt", str, check=lambda v: 0 < len(v) <= 2000)
+            raise ProtocolError(Code.MODEL_UNAVAILABLE, "text-to-video is not available in this backend yet")
+        if kind not in KINDS:
+            raise ProtocolError(Code.UNSUPPORTED_KIND, f"unknown job kind {kind[:64]!r}; kinds: {list(KINDS)}")
+        settings = self._settings(body)
+        inputs: dict[str, Upload] = {}
+        if kind == "lift":
+            uploads = _get(body, "uploads", dict)
+            for role in ("image", "mesh"):
+                uid = _get(uploads, role, str)
+                up = self.uploads.get(uid)
+                if up is None:
+                    raise ProtocolError(Code.NOT_FOUND, f"no upload {uid[:64]!r} for {role}")
+                if not up.complete:
+                    raise ProtocolError(Code.UPLOAD_INCOMPLETE, f"{role} upload has {up.received} of {up.size} bytes")
+                inputs[role] = up
+            if not inputs["image"].name.lower().endswith(".png"):
+                raise ProtocolError(Code.BAD_REQUEST, "the image must be a PNG (RGBA, object matted)")
+            if not inputs["mesh"].name.lower().endswith(MESH_EXTENSIONS):
+                raise ProtocolError(Code.BAD_REQUEST, f"the mesh must be one of {MESH_EXTENSIONS}")
+        if len(self.store.queued_ids()) >= self.max_queue:
+            raise ProtocolError(Code.QUEUE_FULL, f"{self.max_queue} jobs queued already")
+        request = {"kind": kind, "settings": settings}
+        job = self.store.create(kind, request)
+        job_dir = self.data / "jobs" / job["id"]
+        (job_dir / "inputs").mkdir(parents=True)
+        spec_inputs = {}
+        for role, up in inputs.items():
+            suffix = Path(up.name).suffix.lower()
+            target = job_dir / "inputs" / f"{role}{suffix}"
+            os.replace(up.path, target)
+            self._drop_upload(up.id)
+            spec_inputs[role] = f"inputs/{role}{suffix}"
+        spec = {"kind": kind, "settings": settings, "inputs": spec_inputs, "device": self.device,
+                "default_preset": self.default_preset}  # fmt: skip
+        (job_dir / "job.json").write_text(json.dumps(spec, indent=1))
+        self.subs.setdefault(job["id"], set()).add(ident)
+        self._update_positions(announce=False)
+        position = self.positions.get(job["id"], 0)
+        seq = self._event(job["id"], {"event": "accepted", "queue_position": position})
+        return {"job_id": job["id"], "state": "queued", "queue_position": position, "seq": seq}
+
+    def _on_status(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        return self._public(self._job(body))
+
+    def _on_list(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        state = _get(body, "state", str, None)
+        limit = _get(body, "limit", int, 100, lambda v: 0 < v <= 1000)
+        return {"jobs": [self._public(j) for j in self.store.list(state, limit)]}
+
+    def _on_cancel(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        job = self._job(body)
+        if job["state"] == "queued":
+            self._finish(job["id"], "cancelled", {"reason": "cancelled while queued"})
+            self._update_positions()
+            return {"job_id": job["id"], "state": "cancelled"}
+        if job["state"] == "running":
+            (self.data / "jobs" / job["id"] / "cancel").write_text("cancel\n")
+            if self.worker is not None and self.worker.job_id == job["id"] and self.worker.cancel_at is None:
+                self.worker.cancel_at = time.monotonic()
+            return {"job_id": job["id"], "state": "cancelling"}
+        return {"job_id": job["id"], "state": job["state"]}
+
+    def _on_delete(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        job = self._job(body)
+        if job["state"] in ("queued", "running"):
+            raise ProtocolError(Code.JOB_ACTIVE, f"job is {job['state']}; cancel it first")
+        shutil.rmtree(self.data / "jobs" / job["id"], ignore_errors=True)
+        self.store.delete(job["id"])
+        self.subs.pop(job["id"], None)
+        return {"job_id": job["id"], "deleted": True}
+
+    def _on_subscribe(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        job = self._job(body)
+        since = _get(body, "since", int, 0, lambda v: v >= 0)
+        reply = {"job_id": job["id"], "state": job["state"], "last_seq": job["last_seq"]}
+        if job["state"] in ("queued", "running"):
+            subs = self.subs.setdefault(job["id"], set())
+            if len(subs) >= 256:
+                raise ProtocolError(Code.QUEUE_FULL, "too many subscribers to this job")
+            subs.add(ident)
+        self._send(ident, REPLY, reply, id_)
+        for seq, event in self.store.events_since(job["id"], since):
+            self._send(ident, EVENT, {"job_id": job["id"], "seq": seq, **event})
+        if job["id"] in self.previews:
+            preview, frames = self.previews[job["id"]]
+            self._send(ident, EVENT, preview, None, frames)
+        return None
+
+    def _on_unsubscribe(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        job = self._job(body)
+        self.subs.get(job["id"], set()).discard(ident)
+        return {"job_id": job["id"]}
+
+    def _on_fetch(self, ident, body, raw, id_):
+        self._no_raw(raw)
+        job = self._job(body)
+        if job["state"] != "done":
+            raise ProtocolError(Code.NOT_READY, f"job is {job['state']}; results exist only for done jobs")
+        chunk_size = _get(body, "chunk_size", int, DEFAULT_CHUNK_SIZE, lambda v: 65536 <= v <= MAX_CHUNK_SIZE)
+        files = {f["name"]: f for f in job["manifest"] or []}
+        name = _get(body, "file", str, None)
+        if name is None:
+            listing = [dict(f, chunks=max(1, -(-f["size"] // chunk_size))) for f in files.values()]
+            return {"job_id": job["id"], "chunk_size": chunk_size, "files": listing}
+        if name not in files:
+            raise ProtocolError(Code.NOT_FOUND, f"no result file {name[:128]!r}")
+        info = files[name]
+        chunks = max(1, -(-info["size"] // chunk_size))
+        first = _get(body, "chunk", int, 0, lambda v: 0 <= v < chunks)
+        count = _get(body, "count", int, 1, lambda v: 1 <= v <= MAX_FETCH_WINDOW)
+        path = self.data / "jobs" / job["id"] / "result" / name
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            raise ProtocolError(Code.NOT_FOUND, f"result file {name!r} is missing on the server") from None
+        try:
+            for index in range(first, min(chunks, first + count)):
+                data = os.pread(fd, chunk_size, index * chunk_size)
+                meta = {"job_id": job["id"], "file": name, "chunk": index, "chunks": chunks,
+                        "offset": index * chunk_size, "size": len(data), "crc32": zlib.crc32(data),
+                        "file_size": info["size"], "sha256": info["sha256"]}  # fmt: skip
+                self._send(ident, CHUNK, meta, id_, [data])
+        finally:
+            os.close(fd)
+        return None
+
+    # ------------------------------------------------------------------ jobs and events
+    def _event(
+        self, job_id: str, event: dict[str, Any], raw: list[Any] | None = None, store: bool = True
+    ) -> int | None:
+        seq = self.store.add_event(job_id, event) if store else None
+        body = {"job_id": job_id, "seq": seq, **event}
+        for ident in list(self.subs.get(job_id, ())):
+            self._send(ident, EVENT, body, None, raw)
+        return seq
+
+    def _finish(self, job_id: str, state: str, info: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {"state": state, "finished": time.time()}
+        if state == "failed":
+            fields.update(error_code=info.get("code", Code.INTERNAL), error_message=info.get("message", ""))
+        if state == "done":
+            fields.update(manifest=info.get("manifest"), summary=info.get("summary"))
+        self.store.update(job_id, **fields)
+        event = {"failed": "failed", "done": "done", "cancelled": "cancelled"}[state]
+        self._event(job_id, {"event": event, **info})
+        self.subs.pop(job_id, None)
+        self.previews.pop(job_id, None)
+        self.positions.pop(job_id, None)
+
+    def _update_positions(self, announce: bool = True) -> None:
+        new = {job_id: i + 1 for i, job_id in enumerate(self.store.queued_ids())}
+        if self.worker is not None:
+            new[self.worker.job_id] = 0
+        for job_id, pos in new.items():
+            if announce and self.positions.get(job_id) != pos and job_id in self.positions:
+                self._event(job_id, {"event": "queue", "queue_position": pos})
+        self.positions = new
+
+    def _schedule(self) -> None:
+        if self.worker is not None:
+            return
+        queued = self.store.queued_ids()
+        if not queued:
+            return
+        job_id = queued[0]
+        job = self.store.get(job_id)
+        job_dir = self.data / "jobs" / job_id
+        token = secrets.token_hex(16).encode()
+        log = open(job_dir / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
+        cmd = [
+            sys.executable,
+            "-m",
+            "backend.worker",
+            str(job_dir),
+            self.pull_endpoint,
+            token.decode(),
+            str(os.getpid()),
+        ]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=str(Path(__file__).resolve().parents[1]))  # fmt: skip
+        log.close()
+        self.worker = Worker(job_id, proc, token)
+        self.store.update(job_id, state="running", started=time.time(), attempts=job["attempts"] + 1)
+        self._update_positions()
+
+    def _drain_worker(self) -> None:
+        while True:
+            try:
+                frames = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if self.worker is None or len(frames) < 2 or frames[0].bytes != self.worker.token:
+                continue
+            try:
+                from backend.protocol import unpack
+
+                event = unpack(frames[1].bytes, limit=64 << 20)
+                self._worker_event(self.worker.job_id, event, [f.buffer for f in frames[2:]])
+            except Exception:
+                traceback.print_exc()
+
+    def _worker_event(self, job_id: str, event: dict[str, Any], raw: list[Any]) -> None:
+        name = event.get("event")
+        if name in TERMINAL_EVENTS:
+            info = {k: v for k, v in event.items() if k != "event"}
+            self._finish(job_id, name, info)
+            return
+        if name == "stage_started":
+            self.store.update(job_id, stage=event.get("stage"))
+        if name == "preview":
+            body = {"job_id": job_id, "seq": None, **event}
+            self.previews[job_id] = (body, [bytes(r) for r in raw])
+            self._event(job_id, event, raw, store=False)
+            return
+        self._event(job_id, event)
+
+    def _check_worker(self) -> None:
+        w = self.worker
+        if w is None:
+            return
+        code = w.proc.poll()
+        if code is None:
+            if w.cancel_at is not None and w.cancel_at > 0 and time.monotonic() - w.cancel_at > 15:
+                w.proc.kill()  # did not stop at an iteration boundary in time
+            return
+        self._drain_worker()
+        job = self.store.get(w.job_id)
+        self.worker = None
+        if job is not None and job["state"] == "running":
+            if (self.data / "jobs" / w.job_id / "cancel").exists():
+                self._finish(w.job_id, "cancelled", {"reason": "worker stopped on cancel"})
+            else:
+                self._finish(
+                    w.job_id, "failed",
+                    {"code": Code.WORKER_CRASHED,
+                     "message": f"worker exited with status {code} without a result; see jobs/{w.job_id}/worker.log"},
+                )  # fmt: skip
+        self._update_positions()
+
+
+def keygen(out_dir: str, name: str) -> tuple[str, str]:
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(out_dir, name)
+    os.chmod(secret, 0o600)
+    return public, secret
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pla4d-backend", description="pla4d ZeroMQ job server (see docs/protocol.md)")
+    p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint (default tcp://127.0.0.1:5555)")
+    p.add_argument("--data-dir", default="pla4d-backend-data", help="job store and result files")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (passed to the engine)")
+    p.add_argument("--preset", default="draft", help="default quality preset for jobs that name none")
+    p.add_argument("--secret-file", help="shared secret (HMAC-SHA256-signed envelopes); or $PLA4D_BACKEND_SECRET")
+    p.add_argument("--curve-key", help="CurveZMQ server secret key file (from `pla4d-backend keygen`)")
+    p.add_argument("--curve-clients", help="folder of allowed client public keys (*.key); default: any client")
+    p.add_argument("--rate", type=float, default=500.0, help="messages per second per client (0: unlimited)")
+    p.add_argument("--burst", type=float, default=1000.0, help="rate-limit burst size")
+    p.add_argument("--max-upload-mb", type=int, default=1024)
+    p.add_argument("--max-queue", type=int, default=256)
+    p.add_argument("--max-attempts", type=int, default=2, help="runs of a job across backend restarts")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without authentication")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keygen"]:
+        kp = argparse.ArgumentParser(prog="pla4d-backend keygen", description="create a CurveZMQ key pair")
+        kp.add_argument("--out", default=".", help="folder for NAME.key (public) and NAME.key_secret")
+        kp.add_argument("--name", default="server")
+        ka = kp.parse_args(argv[1:])
+        public, secret = keygen(ka.out, ka.name)
+        print(json.dumps({"public": public, "secret": secret}))
+        return 0
+    args = build_parser().parse_args(argv)
+    try:
+        secret = load_secret(args.secret_file, os.environ.get("PLA4D_BACKEND_SECRET"))
+        server = Server(
+            args.data_dir, args.bind, args.device, args.preset, secret, args.curve_key, args.curve_clients,
+            args.rate, args.burst, args.max_upload_mb << 20, args.max_queue, args.max_attempts, args.insecure,
+        )  # fmt: skip
+    except (ValueError, OSError, zmq.ZMQError) as exc:
+        print(f"pla4d-backend: error: {exc}", file=sys.stderr)
+        return 2
+
+    def stop(signum, frame):
+        server.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    (Path(args.data_dir) / "endpoint").write_text(server.endpoint + "\n")
+    print(f"pla4d-backend {__version__} listening on {server.endpoint} (data {args.data_dir}, device {args.device},"
+          f" auth {'hmac' if secret else 'none'}{'+curve' if args.curve_key else ''})", flush=True)  # fmt: skip
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""A job's worker process: ``python -m backend.worker JOB_DIR ENDPOINT TOKEN``.
+
+Reads ``JOB_DIR/job.json``, runs the engine and pushes events to the server over a ZeroMQ PUSH socket
+(``[token, envelope, *raw]``). Cancellation: the server creates ``JOB_DIR/cancel``; the engine polls it between
+iterations. The worker dies with its server (PR_SET_PDEATHSIG, plus a parent check in the cancel poll).
+Stage cache: the example clip is rendered once per job (``inputs/clip/.complete``); a resumed job skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from backend.protocol import Code, array_frames, pack
+
+RESULT_DIR = "result"
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the parent check in should_cancel still applies
+        pass
+
+
+def file_manifest(folder: Path) -> list[dict[str, Any]]:
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+        files.append(
+            {"name": path.relative_to(folder).as_posix(), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+        )
+    return files
+
+
+class Reporter:
+    def __init__(self, endpoint: str, token: bytes, job_dir: Path, parent: int):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.LINGER, 10_000)
+        self.sock.connect(endpoint)
+        self.token = token
+        self.job_dir = job_dir
+        self.parent = parent
+
+    def emit(self, event: dict[str, Any]) -> None:
+        event = dict(event)
+        name = event.pop("type")
+        raw: list[Any] = []
+        if name == "preview":
+            descs, raw = array_frames(event.pop("points"))
+            event["arrays"] = descs
+        self.sock.send_multipart([self.token, pack({"event": name, **_plain(event)}), *raw], copy=False)
+
+    def should_cancel(self) -> bool:
+        if os.getppid() != self.parent:
+            os._exit(3)  # the server is gone: stop burning the device
+        return (self.job_dir / "cancel").exists()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and tuples -> msgpack-friendly values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not hasattr(value, "shape") or getattr(value, "shape", None) == ():
+        return value.item()
+    return value
+
+
+def run_job(job_dir: Path, spec: dict[str, Any], rep: Reporter) -> dict[str, Any]:
+    from pla4d.config import get_preset
+    from pla4d.errors import Cancelled
+    from pla4d.lift import run_lift
+
+    settings = spec.get("settings", {})
+    preset = get_preset(settings.get("preset", spec.get("default_preset", "draft")))
+    if settings.get("overrides"):
+        preset = preset.replace_static(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in settings["overrides"].items()}
+        )
+    seed = int(settings.get("seed", 0))
+    kind = spec["kind"]
+    if kind == "example":
+        clip = job_dir / "inputs" / "clip"
+        rep.emit({"type": "stage_started", "stage": "example"})
+        start = time.perf_counter()
+        cached = (clip / ".complete").exists()
+        if not cached:
+            from pla4d.example.clip import ExampleSettings, write_example_clip
+
+            shutil.rmtree(clip, ignore_errors=True)
+            ex = settings.get("example", {})
+            write_example_clip(
+                clip,
+                ExampleSettings(
+                    num_frames=int(ex.get("frames", 8)),
+                    resolution=int(ex.get("resolution", 128)),
+                    supersample=int(ex.get("supersample", 2)),
+                    novel_azimuths=(),
+                ),
+            )
+            (clip / ".complete").write_text("ok\n")
+        rep.emit(
+            {"type": "stage_finished", "stage": "example", "seconds": time.perf_counter() - start, "cached": cached}
+        )
+        image, mesh = clip / "input" / "000.png", clip / "first_frame.glb"
+    elif kind == "lift":
+        image, mesh = job_dir / spec["inputs"]["image"], job_dir / spec["inputs"]["mesh"]
+    else:
+        raise ValueError(f"job kind {kind!r} cannot run in this worker")
+    if rep.should_cancel():
+        raise Cancelled()
+    out = job_dir / RESULT_DIR
+    shutil.rmtree(out, ignore_errors=True)  # a resumed job redoes the static stage from its start
+    summary = run_lift(
+        image, mesh, out, preset, seed=seed, device=spec.get("device", "auto"),
+        on_event=rep.emit, should_cancel=rep.should_cancel, show_progress=False,
+    )  # fmt: skip
+    return {"summary": _plain(summary), "manifest": file_manifest(out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    job_dir, endpoint, token = Path(argv[0]), argv[1], argv[2].encode()
+    parent = int(argv[3]) if len(argv) > 3 else os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:
+        return 3
+    rep = Reporter(endpoint, token, job_dir, parent)
+    try:
+        from pla4d.errors import Cancelled
+
+        spec = json.loads((job_dir / "job.json").read_text())
+        try:
+            result = run_job(job_dir, spec, rep)
+        except Cancelled:
+            rep.emit({"type": "cancelled"})
+            return 0
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            traceback.print_exc()
+            rep.emit({"type": "failed", "code": Code.INVALID_INPUT, "message": f"{type(exc).__name__}: {exc}"})
+            return 1
+        except Exception as exc:
+            traceback.print_exc()
+            rep.emit({"type": "failed", "code": Code.ENGINE_ERROR, "message": f"{type(exc).__name__}: {exc}"})
+            return 1
+        rep.emit({"type": "done", **result})
+        return 0
+    finally:
+        rep.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Jobs through a real backend process on loopback: end to end, uploads, cancel, kill -9, fetch resume."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+from backend_helpers import TINY, long_settings, worker_pids
+
+from backend.client import BackendError, Client
+
+
+def _wait_for(client: Client, job_id: str, name: str, timeout: float = 60) -> list[dict]:
+    seen = []
+    for event in client.follow(job_id, timeout=timeout):
+        seen.append(event)
+        if event["event"] == name:
+            return seen
+    raise AssertionError(f"job ended before {name}: {seen[-1]}")
+
+
+def test_hello_and_typed_errors(shared_backend):
+    with Client(shared_backend.endpoint, timeout=10) as c:
+        caps = c.hello()
+        assert caps["protocol"] == 1 and caps["device"] in ("cpu", "cuda")
+        assert "draft" in caps["presets"] and caps["kinds"]["text"]["available"] is False
+        assert caps["limits"]["max_chunk_size"] >= caps["limits"]["default_chunk_size"]
+        cases = [
+            (lambda: c.request("no_such_request"), "UNKNOWN_TYPE"),
+            (lambda: c.status("0" * 16), "NOT_FOUND"),
+            (lambda: c.request("status", {"job_id": 12}), "BAD_REQUEST"),
+            (lambda: c.submit("text", prompt="a fox running"), "MODEL_UNAVAILABLE"),
+            (lambda: c.submit("video"), "UNSUPPORTED_KIND"),
+            (lambda: c.submit("example", {"preset": "nope"}), "BAD_REQUEST"),
+            (lambda: c.submit("example", {"overrides": {"lr_means": 1.0}}), "BAD_REQUEST"),
+            (lambda: c.submit("example", {"overrides": {"iterations": -3}}), "BAD_REQUEST"),
+            (lambda: c.submit("example", {"example": {"resolution": 10_000}}), "BAD_REQUEST"),
+            (lambda: c.submit("lift", {}), "BAD_REQUEST"),
+            (lambda: c.request("delete", {"job_id": "x" * 65}), "BAD_REQUEST"),
+        ]
+        for call, code in cases:
+            with pytest.raises(BackendError) as err:
+                call()
+            assert err.value.code == code, (code, err.value)
+        assert c.ping() < 1.0
+
+
+def test_example_job_end_to_end(shared_backend, tmp_path):
+    job_id, events = shared_backend.job_id, shared_backend.events
+    names = [e["event"] for e in events]
+    assert names[0] == "accepted" and names[-1] == "done"
+    stages = [e["stage"] for e in events if e["event"] == "stage_started"]
+    assert stages == ["example", "focal", "static3d"]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [e["iteration"] for e in progress] == [1, 2, 3, 4] and all("loss" in e["losses"] for e in progress)
+    previews = [e for e in events if e["event"] == "preview"]
+    assert previews and previews[-1]["points"]["positions"].shape[1] == 3
+    assert previews[-1]["points"]["positions"].dtype.str == "<f4"
+    seqs = [e["seq"] for e in events if e["seq"] is not None]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+    result_dir = shared_backend.data_dir / "jobs" / job_id / "result"
+    with Client(shared_backend.endpoint, timeout=30) as c:
+        assert c.status(job_id)["state"] == "done"
+        stats = c.fetch(job_id, tmp_path / "got")
+        on_disk = sorted(p.name for p in result_dir.iterdir() if p.is_file())
+        assert sorted(Path(f).name for f in stats["files"]) == on_disk
+        assert {"canonical.ply", "camera.json", "preview.png", "losses.jsonl", "summary.json"} <= set(on_disk)
+        for name in on_disk:
+            assert (tmp_path / "got" / name).read_bytes() == (result_dir / name).read_bytes(), name
+        assert c.fetch_bytes(job_id, "camera.json") == (result_dir / "camera.json").read_bytes()
+        # A client following the job later gets the same stored events back (previews are live only).
+        c.subscribe(job_id, since=0)
+        replay = [c.next_event(5) for _ in seqs]
+        assert [e["seq"] for e in replay] == seqs
+        assert [e["event"] for e in replay] == [e["event"] for e in events if e["seq"] is not None]
+        assert any(j["job_id"] == job_id for j in c.list())
+        with pytest.raises(BackendError, match="NOT_FOUND"):
+            c.fetch(job_id, tmp_path / "x", files=None) if False else c.request(
+                "fetch", {"job_id": job_id, "file": "../jobs.sqlite"}
+            )
+
+
+def test_fetch_resumes_after_disconnect(shared_backend, tmp_path):
+    job_id = shared_backend.job_id
+    result_dir = shared_backend.data_dir / "jobs" / job_id / "result"
+    out = tmp_path / "resume"
+    chunk = 65536
+
+    def boom(name, index, total):
+        if name == "canonical.ply" and index == 1:
+            raise ConnectionError("simulated client crash")
+
+    with Client(shared_backend.endpoint, timeout=30) as c:
+        total = sum(f["chunks"] for f in c.manifest(job_id, chunk)["files"])
+        with pytest.raises(ConnectionError):
+            c.fetch(job_id, out, chunk_size=chunk, window=1, on_chunk=boom)
+    assert (out / "canonical.ply.part").exists() and not (out / "canonical.ply").exists()
+    with Client(shared_backend.endpoint, timeout=30) as c:  # a new connection (new identity)
+        stats = c.fetch(job_id, out, chunk_size=chunk)
+    assert stats["skipped"] >= 1  # files finished before the crash are not fetched again
+    assert stats["chunks"] < total
+    for f in stats["files"]:
+        assert Path(f).read_bytes() == (result_dir / Path(f).name).read_bytes()
+    assert not list(out.glob("*.part*"))
+
+
+def test_lift_job_with_uploads(shared_backend, tmp_path):
+    clip = shared_backend.data_dir / "jobs" / shared_backend.job_id / "inputs" / "clip"
+    image, mesh = clip / "input" / "000.png", clip / "first_frame.glb"
+    with Client(shared_backend.endpoint, timeout=60) as c:
+        with pytest.raises(BackendError, match="CHECKSUM_MISMATCH"):
+            reply = c.request("upload_open", {"name": "a.png", "size": 4, "sha256": "0" * 64})
+            c.request("upload_chunk", {"upload_id": reply["upload_id"], "offset": 0, "crc32": 1}, [b"abcd"])
+        job = c.submit("lift", TINY, image=image, mesh=mesh)
+        events = list(c.follow(job["job_id"], timeout=120))
+        assert events[-1]["event"] == "done", events[-1]
+        data = c.fetch_bytes(job["job_id"], "inputs.json")
+    job_dir = shared_backend.data_dir / "jobs" / job["job_id"]
+    assert (job_dir / "inputs" / "image.png").read_bytes() == image.read_bytes()
+    assert hashlib.sha256(mesh.read_bytes()).hexdigest().encode() in data
+
+
+def test_cancel_early_queued_and_during_training(shared_backend):
+    with Client(shared_backend.endpoint, timeout=60) as c:
+        early = c.submit("example", long_settings())
+        queued = c.submit("example", TINY)
+        assert queued["queue_position"] >= 1
+        assert c.cancel(queued["job_id"])["state"] == "cancelled"  # a queued job stops at once
+        assert c.cancel(early["job_id"])["state"] in ("cancelling", "cancelled")  # before/while the example renders
+        assert list(c.follow(early["job_id"], timeout=60))[-1]["event"] == "cancelled"
+        job = c.submit("example", long_settings())
+        _wait_for(c, job["job_id"], "progress")
+        start = time.monotonic()
+        assert c.cancel(job["job_id"])["state"] == "cancelling"
+        assert list(c.follow(job["job_id"], timeout=60))[-1]["event"] == "cancelled"
+        assert time.monotonic() - start < 10
+        states = {j: c.status(j)["state"] for j in (early["job_id"], queued["job_id"], job["job_id"])}
+        assert set(states.values()) == {"cancelled"}
+        assert c.delete(job["job_id"])["deleted"]
+        with pytest.raises(BackendError, match="NOT_FOUND"):
+            c.status(job["job_id"])
+
+
+def test_kill9_mid_job_then_restart(backend_factory, tmp_path):
+    backend = backend_factory("--max-attempts", "2")
+    with Client(backend.endpoint, timeout=60) as c:
+        finished = c.submit("example", TINY)
+        assert list(c.follow(finished["job_id"], timeout=120))[-1]["event"] == "done"
+        running = c.submit("example", long_settings())
+        seen = _wait_for(c, running["job_id"], "progress")
+        last_seq = max(e["seq"] for e in seen if e["seq"])
+    result = backend.data_dir / "jobs" / finished["job_id"] / "result"
+    before = {p.name: p.read_bytes() for p in result.iterdir()}
+    backend.kill9()
+    deadline = time.monotonic() + 10
+    while worker_pids(backend.data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not worker_pids(backend.data_dir), "the worker outlived its killed server"
+
+    backend.start()  # same data dir and port
+    with Client(backend.endpoint, timeout=60) as c:
+        assert c.status(finished["job_id"])["state"] == "done"
+        c.fetch(finished["job_id"], tmp_path / "after")
+        assert {p.name: p.read_bytes() for p in (tmp_path / "after").iterdir()} == before
+        # The interrupted job runs again (its example clip is cached); a client resumes following it by seq.
+        seen = _wait_for(c, running["job_id"], "progress") if c.subscribe(running["job_id"], last_seq) else []
+        requeue = [e for e in seen if e["event"] == "queue" and "reason" in e]
+        assert requeue and "restarted" in requeue[0]["reason"]
+        cached = [e for e in seen if e["event"] == "stage_finished" and e["stage"] == "example"]
+        assert cached and cached[-1]["cached"] is True
+        assert c.status(running["job_id"])["attempts"] == 2
+    backend.kill9()
+    backend.start()  # out of attempts now: failed with a reason, nothing else touched
+    with Client(backend.endpoint, timeout=30) as c:
+        status = c.status(running["job_id"])
+        assert status["state"] == "failed" and status["error"]["code"] == "INTERRUPTED"
+        assert c.status(finished["job_id"])["state"] == "done"
+    assert {p.name: p.read_bytes() for p in result.iterdir()} == before
