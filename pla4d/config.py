@@ -63,10 +63,74 @@ class StaticConfig:
 
 
 @dataclass(frozen=True)
+class MotionConfig:
+    """3D-to-4D (paper section 3.4, eq. 10-11, Algorithm 2): only the deformation field trains."""
+
+    # Optimiser steps. ``epochs`` (when set) overrides them: that many passes over the frames in batches of
+    # ``batch_frames`` (the paper: 65 with batch 6).
+    iterations: int = 400
+    epochs: int | None = 65
+    batch_frames: int = 6  # frames per iteration (front view each)
+    resolutions: tuple[int, ...] = (128, 256, 512)
+    resolution_steps: tuple[float, ...] = (0.5, 0.7)
+    lambda_start: float = 0.5  # lambda_t of the MSE and mask losses, decayed linearly (DreamGaussian4D's 0.5->0.02)
+    lambda_end: float = 0.02
+    perceptual_weight: float = 0.2  # gamma: LPIPS on the front views
+    perceptual_net: str = "vgg"
+    perceptual_max_size: int | None = None
+    # First-frame consistency (eq. 10's second term): the deformed model at t = 0 against the static model
+    # from random views. Off: the ablation "without the first-frame consistency term".
+    first_frame_consistency: bool = True
+    consistency_weight: float = 1.0
+    consistency_views: int = 1  # random views per iteration
+    # Reference refinement (eq. 11): Zero123 SDS on random views at random frames, conditioned on the static
+    # model's render from the same view. Used only when a guidance callable is given.
+    guidance_weight: float = 1.0
+    guidance_views: int = 1
+    guidance_every: int = 1
+    view_pool: int = 48  # random cameras whose static renders are cached
+    elevation_range_deg: tuple[float, float] = (-30.0, 60.0)
+    focal_jitter: float = 0.05
+    background: str | tuple[float, float, float] = "random"
+    # Deformation field (HexPlane + MLP).
+    spatial_resolutions: tuple[int, ...] = (32, 64)
+    time_resolution: int | None = None  # None: the number of frames
+    channels: int = 32
+    hidden: int = 64
+    layers: int = 1
+    bounds: tuple[float, float] = (-1.2, 1.2)  # the grid's box (the object lies in the unit sphere)
+    deform_rotations: bool = True
+    deform_scales: bool = True
+    deform_opacity: bool = True
+    # Adam learning rates (planes, MLP), decayed exponentially to ``lr_final_ratio`` of the start.
+    lr_grid: float = 5e-2
+    lr_mlp: float = 5e-3
+    lr_final_ratio: float = 0.1
+    # Plane regularisers (K-Planes): total variation, smoothness along t, L1 of the time planes towards 1.
+    tv_weight: float = 1e-4
+    time_smooth_weight: float = 1e-3
+    time_sparsity_weight: float = 1e-5
+    # Local rigidity: squared change of the distances to the k nearest canonical neighbours (against tearing).
+    rigidity_weight: float = 1.0
+    rigidity_neighbours: int = 8
+    # Joint fine-tune of the canonical Gaussians (off: the paper trains only the field).
+    train_canonical: bool = False
+    canonical_lr_scale: float = 0.1  # times the static stage's learning rates
+    # Frames the exported asset carries per input frame (the field can be sampled at any t).
+    export_frame_factor: int = 1
+
+    def total_iterations(self, num_frames: int) -> int:
+        if self.epochs is not None:
+            return max(1, self.epochs * -(-num_frames // max(self.batch_frames, 1)))
+        return self.iterations
+
+
+@dataclass(frozen=True)
 class PresetConfig:
     name: str
     focal: FocalConfig = field(default_factory=FocalConfig)
     static: StaticConfig = field(default_factory=StaticConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,6 +145,14 @@ class PresetConfig:
         if unknown:
             raise ValueError(f"unknown static settings: {sorted(unknown)}")
         return dataclasses.replace(self, static=dataclasses.replace(self.static, **changes))
+
+    def replace_motion(self, **changes: Any) -> PresetConfig:
+        """A copy with some 4D-stage numbers changed (checked against the known fields)."""
+        known = {f.name for f in dataclasses.fields(MotionConfig)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown motion settings: {sorted(unknown)}")
+        return dataclasses.replace(self, motion=dataclasses.replace(self.motion, **changes))
 
 
 PRESETS: dict[str, PresetConfig] = {
@@ -102,6 +174,17 @@ PRESETS: dict[str, PresetConfig] = {
             densify_until=0.6,
             max_gaussians=40_000,
         ),
+        motion=MotionConfig(
+            iterations=250,
+            epochs=None,
+            batch_frames=4,
+            resolutions=(128, 256),
+            resolution_steps=(0.3,),
+            perceptual_net="alex",
+            perceptual_max_size=128,
+            channels=16,
+            view_pool=24,
+        ),
     ),
     "standard": PresetConfig(
         name="standard",
@@ -116,6 +199,16 @@ PRESETS: dict[str, PresetConfig] = {
             view_pool=96,
             lr_means=3e-4,
             max_gaussians=120_000,
+        ),
+        motion=MotionConfig(
+            iterations=500,
+            epochs=None,
+            batch_frames=6,
+            resolutions=(128, 256),
+            resolution_steps=(0.3,),
+            perceptual_net="vgg",
+            perceptual_max_size=128,
+            channels=32,
         ),
     ),
     "paper": PresetConfig(name="paper"),

@@ -1,0 +1,228 @@
+"""The 4D stage's deformation field: multi-resolution space-time planes (HexPlane / K-Planes) and a small MLP.
+
+A point ``x`` at time ``t`` samples six planes per resolution level -- three spatial (xy, xz, yz) and three
+space-time (xt, yt, zt) -- bilinearly (``grid_sample``, ``align_corners=True``). The six samples of a level are
+combined by a **product** (K-Planes' Hadamard product): the time planes start at 1, so at initialisation the
+feature is purely spatial and the same at every t; a time plane then scales the spatial feature where and when
+the motion needs it, which localises motion in space and time better than a sum (a sum lets one time plane
+move every point sharing its coordinate, e.g. the whole slab ``x = const``). The levels' features are
+concatenated and go through an MLP with four **zero-initialised** output heads:
+
+* ``d_means`` (N, 3): added to the canonical positions (world units);
+* ``d_quats`` (N, 4): added to the canonical unit quaternion (w, x, y, z), then renormalised (4DGaussians' and
+  DreamGaussian4D's convention; a small additive delta is a small rotation, and zero is the identity);
+* ``d_log_scales`` (N, 3): added to the log scales;
+* ``d_opacity`` (N,): added to the opacity logits.
+
+With zero heads the deformation is the identity at every t (a test checks it). Positions are mapped into the
+grid's box (``bounds``, default [-1.2, 1.2]^3: the object lies in the unit sphere); points outside are clamped
+to the box's border features. Time ``t`` in [0, 1] maps to the time axis with frame ``i`` of ``num_frames`` at
+``t = i / (num_frames - 1)``, exactly on a grid row when the time resolution equals the frame count.
+
+Regularisers (K-Planes): total variation of every plane (spatial smoothness of the motion), a second-order
+smoothness along t of the space-time planes (smooth motion between frames), and an L1 pull of the space-time
+planes towards 1 (no motion where none is needed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Deltas", "DeformationField", "frame_time"]
+
+SPATIAL_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
+# Space-time planes (x, t), (y, t), (z, t): the plane's width runs along the spatial axis, its height along t.
+TIME_AXES = (0, 1, 2)
+
+
+def frame_time(index: int | Tensor, num_frames: int) -> float | Tensor:
+    """Time in [0, 1] of frame ``index`` of ``num_frames`` (frame 0 at 0, the last at 1)."""
+    return index / max(num_frames - 1, 1)
+
+
+@dataclass
+class Deltas:
+    """Per-Gaussian changes at time t; leading dims (B, N) for B times, or (N,) for one time."""
+
+    d_means: Tensor
+    d_quats: Tensor
+    d_log_scales: Tensor
+    d_opacity: Tensor
+
+
+class DeformationField(nn.Module):
+    """HexPlane + MLP deformation ``(x, t) -> Deltas`` (see the module docstring).
+
+    ``spatial_resolutions``: one level per entry (e.g. (32, 64)); ``time_resolution``: rows of the space-time
+    planes (default: ``num_frames``); ``channels`` per plane and level; ``hidden``/``layers`` of the MLP trunk.
+    ``deform_scales``/``deform_opacity``/``deform_rotations`` switch the heads (off: the delta is zero).
+    """
+
+    def __init__(
+        self,
+        num_frames: int,
+        spatial_resolutions: tuple[int, ...] = (32, 64),
+        time_resolution: int | None = None,
+        channels: int = 32,
+        hidden: int = 64,
+        layers: int = 1,
+        bounds: tuple[float, float] = (-1.2, 1.2),
+        deform_rotations: bool = True,
+        deform_scales: bool = True,
+        deform_opacity: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+        if not spatial_resolutions or min(spatial_resolutions) < 2:
+            raise ValueError(f"spatial resolutions must be >= 2, got {spatial_resolutions}")
+        if not bounds[1] > bounds[0]:
+            raise ValueError(f"bounds must be (lo, hi) with lo < hi, got {bounds}")
+        self.num_frames = int(num_frames)
+        self.time_resolution = int(time_resolution or max(num_frames, 2))
+        if self.time_resolution < 2:
+            raise ValueError(f"time resolution must be >= 2, got {self.time_resolution}")
+        self.spatial_resolutions = tuple(int(r) for r in spatial_resolutions)
+        self.channels = int(channels)
+        self.register_buffer("bounds", torch.tensor([float(bounds[0]), float(bounds[1])]), persistent=True)
+        self.deform_rotations, self.deform_scales, self.deform_opacity = deform_rotations, deform_scales, deform_opacity
+
+        g = torch.Generator().manual_seed(seed)
+        # K-Planes' initialisation: spatial planes uniform in [0.1, 0.5], space-time planes 1 (product identity).
+        self.spatial = nn.ParameterList(
+            nn.Parameter(torch.rand(3, channels, r, r, generator=g) * 0.4 + 0.1) for r in self.spatial_resolutions
+        )
+        self.temporal = nn.ParameterList(
+            nn.Parameter(torch.ones(3, channels, self.time_resolution, r)) for r in self.spatial_resolutions
+        )
+        in_dim = channels * len(self.spatial_resolutions)
+        trunk: list[nn.Module] = []
+        for i in range(layers):
+            trunk += [nn.Linear(in_dim if i == 0 else hidden, hidden), nn.ReLU()]
+        self.trunk = nn.Sequential(*trunk)
+        feat = hidden if layers > 0 else in_dim
+        self.head_means = nn.Linear(feat, 3)
+        self.head_quats = nn.Linear(feat, 4)
+        self.head_scales = nn.Linear(feat, 3)
+        self.head_opacity = nn.Linear(feat, 1)
+        for head in (self.head_means, self.head_quats, self.head_scales, self.head_opacity):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    # ------------------------------------------------------------------------------------------ parameters
+
+    def grid_parameters(self) -> list[nn.Parameter]:
+        return [*self.spatial, *self.temporal]
+
+    def mlp_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith(("spatial", "temporal"))]
+
+    def config(self) -> dict:
+        """Constructor arguments (to rebuild the field before loading a state dict)."""
+        return {
+            "num_frames": self.num_frames,
+            "spatial_resolutions": list(self.spatial_resolutions),
+            "time_resolution": self.time_resolution,
+            "channels": self.channels,
+            "hidden": self.head_means.in_features,
+            "layers": sum(isinstance(m, nn.Linear) for m in self.trunk),
+            "bounds": [float(b) for b in self.bounds],
+            "deform_rotations": self.deform_rotations,
+            "deform_scales": self.deform_scales,
+            "deform_opacity": self.deform_opacity,
+        }
+
+    # ------------------------------------------------------------------------------------------ features
+
+    def normalise(self, points: Tensor) -> Tensor:
+        lo, hi = self.bounds[0], self.bounds[1]
+        return ((points - lo) / (hi - lo) * 2.0 - 1.0).clamp(-1.0, 1.0)
+
+    def features(self, points: Tensor, times: Tensor) -> Tensor:
+        """(B, N, C * levels) features of N points at B times (``times`` (B,) in [0, 1]).
+
+        Computed channel-first and returned as a transposed view, so the MLP's matrix products read it without
+        a copy (on CPU the copies cost as much as the sampling)."""
+        n, b = points.shape[0], times.shape[0]
+        x = self.normalise(points)  # (N, 3) in [-1, 1]
+        tc = (times.to(x) * 2.0 - 1.0).clamp(-1.0, 1.0)  # (B,)
+        # Spatial planes: grid (3, N, 1, 2) with (width, height) = (first axis, second axis).
+        sgrid = torch.stack([x[:, [a, c]] for a, c in SPATIAL_PAIRS])[:, :, None, :]
+        # Space-time planes: (width, height) = (spatial axis, t), for every time: (3, B*N, 1, 2).
+        xs = x.t()[:, None, :].expand(3, b, n)  # (3, B, N)
+        ts = tc[None, :, None].expand(3, b, n)
+        tgrid = torch.stack([xs, ts], dim=-1).reshape(3, b * n, 1, 2)
+        feats = []
+        for spatial, temporal in zip(self.spatial, self.temporal, strict=True):
+            s = F.grid_sample(spatial, sgrid, mode="bilinear", padding_mode="border", align_corners=True)[..., 0]
+            tt = F.grid_sample(temporal, tgrid, mode="bilinear", padding_mode="border", align_corners=True)[..., 0]
+            s = s[0] * s[1] * s[2]  # (C, N)
+            tt = (tt[0] * tt[1] * tt[2]).reshape(self.channels, b, n)  # (C, B, N)
+            feats.append(tt * s[:, None, :])
+        return torch.cat(feats, dim=0).reshape(-1, b * n).t().reshape(b, n, -1)
+
+    # ------------------------------------------------------------------------------------------ deformation
+
+    def forward(self, means: Tensor, t: float | Tensor) -> Deltas:
+        """Deltas of Gaussians at canonical ``means`` (N, 3) at time ``t``: a float -> (N, ...) deltas, a (B,)
+        tensor -> (B, N, ...) deltas (the spatial planes are sampled once for all B times)."""
+        single = not isinstance(t, Tensor) or t.ndim == 0
+        times = torch.as_tensor(t, dtype=means.dtype, device=means.device).reshape(-1)
+        h = self.trunk(self.features(means, times))
+        d_means = self.head_means(h)
+        d_quats = self.head_quats(h) if self.deform_rotations else h.new_zeros(*h.shape[:-1], 4)
+        d_scales = self.head_scales(h) if self.deform_scales else h.new_zeros(*h.shape[:-1], 3)
+        d_opacity = self.head_opacity(h)[..., 0] if self.deform_opacity else h.new_zeros(h.shape[:-1])
+        out = Deltas(d_means, d_quats, d_scales, d_opacity)
+        if single:
+            out = Deltas(out.d_means[0], out.d_quats[0], out.d_log_scales[0], out.d_opacity[0])
+        return out
+
+    def deform(self, model, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The deformed Gaussians of ``model`` (a GaussianModel) at time ``t``, activated and ready for
+        :func:`pla4d.render.gaussians.render_gaussians`: (means, unit quats, scales, opacities), each with a
+        leading B dim when ``t`` is a (B,) tensor."""
+        return self.apply_deltas(model.means, model.quats, model.log_scales, model.opacity_logits, self(model.means, t))
+
+    @staticmethod
+    def apply_deltas(
+        means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor, d: Deltas
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        q = q + d.d_quats
+        q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return means + d.d_means, q, torch.exp(log_scales + d.d_log_scales), torch.sigmoid(opacity_logits + d.d_opacity)
+
+    def deform_points(self, points: Tensor, t: float | Tensor) -> Tensor:
+        """Positions only (e.g. an animated mesh's vertices (V, 3)) moved by the same field at time ``t``."""
+        return points + self(points, t).d_means
+
+    # ------------------------------------------------------------------------------------------ regularisers
+
+    def total_variation(self) -> Tensor:
+        """Mean squared difference of neighbouring cells of every plane (both directions), K-Planes' TV."""
+        total = self.spatial[0].new_zeros(())
+        for plane in [*self.spatial, *self.temporal]:
+            total = total + (plane[..., 1:, :] - plane[..., :-1, :]).pow(2).mean()
+            total = total + (plane[..., :, 1:] - plane[..., :, :-1]).pow(2).mean()
+        return total
+
+    def time_smoothness(self) -> Tensor:
+        """Mean squared second difference along t of the space-time planes (smooth motion, K-Planes)."""
+        total = self.spatial[0].new_zeros(())
+        for plane in self.temporal:
+            if plane.shape[-2] >= 3:
+                total = total + (plane[..., 2:, :] - 2 * plane[..., 1:-1, :] + plane[..., :-2, :]).pow(2).mean()
+        return total
+
+    def time_sparsity(self) -> Tensor:
+        """Mean |1 - plane| of the space-time planes (no motion where none is needed)."""
+        total = self.spatial[0].new_zeros(())
+        for plane in self.temporal:
+            total = total + (1.0 - plane).abs().mean()
+        return total

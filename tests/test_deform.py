@@ -1,0 +1,131 @@
+import torch
+import torch.nn.functional as F
+
+from pla4d.deform import DeformationField, frame_time
+from pla4d.gaussians.model import GaussianModel
+
+
+def _model(n=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return GaussianModel.from_activated(
+        torch.rand(n, 3, generator=g) * 2 - 1,
+        torch.randn(n, 4, generator=g),
+        torch.full((n, 3), 0.03),
+        torch.full((n,), 0.6),
+        torch.rand(n, 3, generator=g),
+    )
+
+
+def _perturb_heads(field, std=1e-2):
+    with torch.no_grad():
+        for head in (field.head_means, field.head_quats, field.head_scales, field.head_opacity):
+            head.weight.normal_(0.0, std)
+            head.bias.normal_(0.0, std)
+
+
+def test_identity_at_init_for_any_time():
+    model = _model()
+    field = DeformationField(8, spatial_resolutions=(8, 16), channels=4)
+    for t in (0.0, 0.37, 1.0, torch.tensor([0.0, 0.5, 1.0])):
+        means, quats, scales, opacities = field.deform(model, t)
+        assert torch.equal(means, model.means.expand_as(means))
+        assert torch.allclose(quats, model.normalized_quats.expand_as(quats), atol=1e-6)
+        assert torch.allclose(scales, model.scales.expand_as(scales))
+        assert torch.allclose(opacities, model.opacities.expand_as(opacities))
+
+
+def test_batched_times_match_single_times():
+    model = _model()
+    field = DeformationField(5, spatial_resolutions=(8,), channels=4)
+    _perturb_heads(field)
+    with torch.no_grad():
+        for p in field.temporal:
+            p.add_(torch.randn_like(p) * 0.2)
+        batched = field(model.means, torch.tensor([0.1, 0.8]))
+        for i, t in enumerate((0.1, 0.8)):
+            single = field(model.means, t)
+            assert torch.allclose(batched.d_means[i], single.d_means, atol=1e-6)
+            assert torch.allclose(batched.d_opacity[i], single.d_opacity, atol=1e-6)
+
+
+def test_sampling_matches_grid_sample_and_time_rows():
+    field = DeformationField(4, spatial_resolutions=(6,), channels=3, time_resolution=4)
+    with torch.no_grad():
+        for p in field.temporal:
+            p.copy_(torch.rand_like(p) + 0.5)
+    pts = torch.rand(50, 3) * 2.4 - 1.2
+    feat = field.features(pts, torch.tensor([frame_time(2, 4)]))[0]  # (N, C)
+    x = field.normalise(pts)
+    expected = torch.ones(50, 3)
+    for k, (a, c) in enumerate(((0, 1), (0, 2), (1, 2))):
+        grid = x[:, [a, c]][None, :, None, :]
+        expected = expected * F.grid_sample(field.spatial[0][k : k + 1], grid, align_corners=True)[0, :, :, 0].t()
+    for axis in range(3):
+        # Frame 2 of 4 lies exactly on row 2 of the time planes: linear along the spatial axis only.
+        row = field.temporal[0][axis, :, 2, :]  # (C, R)
+        u = (x[:, axis] + 1) / 2 * (row.shape[-1] - 1)
+        i0 = u.floor().clamp(max=row.shape[-1] - 2).long()
+        w = (u - i0)[:, None]
+        expected = expected * (row[:, i0].t() * (1 - w) + row[:, i0 + 1].t() * w)
+    assert torch.allclose(feat, expected, atol=1e-5)
+
+
+def test_gradients_reach_planes_and_mlp():
+    model = _model()
+    field = DeformationField(6, spatial_resolutions=(8, 16), channels=4)
+    _perturb_heads(field)
+    means, quats, scales, opacities = field.deform(model, torch.tensor([0.2, 0.9]))
+    loss = (means**2).sum() + quats[..., 1].sum() + scales.sum() + opacities.sum()
+    loss.backward()
+    for name, p in field.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert model.means.grad is not None  # the canonical positions are in the graph (a joint fine-tune is possible)
+
+
+def test_zero_heads_still_learn_after_one_step():
+    model = _model()
+    field = DeformationField(4, spatial_resolutions=(8,), channels=4)
+    opt = torch.optim.Adam(field.parameters(), lr=1e-2)
+    target = model.means.detach() + 0.1
+    for _ in range(3):
+        opt.zero_grad()
+        means = field.deform(model, 0.5)[0]
+        loss = ((means - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(((field.deform(model, 0.5)[0] - target) ** 2).mean())
+        before = float(((model.means - target) ** 2).mean())
+    assert after < before
+
+
+def test_deform_points_matches_deform_means():
+    model = _model()
+    field = DeformationField(6, spatial_resolutions=(8,), channels=4)
+    _perturb_heads(field, 0.1)
+    with torch.no_grad():
+        for t in (0.0, 0.5, torch.tensor([0.3, 1.0])):
+            assert torch.allclose(field.deform_points(model.means, t), field.deform(model, t)[0], atol=1e-6)
+
+
+@torch.no_grad()
+def test_regularisers_are_zero_for_constant_planes_and_positive_otherwise():
+    field = DeformationField(6, spatial_resolutions=(8,), channels=2)
+    with torch.no_grad():
+        field.spatial[0].fill_(0.3)
+    assert float(field.total_variation()) == 0.0
+    assert float(field.time_smoothness()) == 0.0
+    assert float(field.time_sparsity()) == 0.0
+    with torch.no_grad():
+        field.temporal[0].add_(torch.randn_like(field.temporal[0]))
+    assert float(field.total_variation()) > 0 and float(field.time_smoothness()) > 0
+    assert float(field.time_sparsity()) > 0
+
+
+def test_config_rebuilds_the_field():
+    field = DeformationField(7, spatial_resolutions=(8, 12), channels=3, hidden=16)
+    _perturb_heads(field)
+    clone = DeformationField(**field.config())
+    clone.load_state_dict(field.state_dict())
+    pts = torch.rand(10, 3)
+    assert torch.allclose(clone.deform_points(pts, 0.4), field.deform_points(pts, 0.4))

@@ -1,0 +1,127 @@
+import pytest
+import torch
+
+from pla4d.cameras import orbit_cameras
+from pla4d.config import PRESETS, MotionConfig, get_preset
+from pla4d.errors import Cancelled
+from pla4d.example.clip import creature_mesh, render_example_frames
+from pla4d.example.creature import animate_creature
+from pla4d.gaussians.init import gaussians_from_mesh
+from pla4d.metrics import psnr
+from pla4d.stages.motion4d import lambda_at, render_deformed, resolution_at, train_motion
+
+SIZE = 80
+
+
+@pytest.fixture(scope="module")
+def creature():
+    anim = animate_creature(4, cycles=0.5)
+    front = orbit_cameras([0.0], 0.0, 3.0, 40.0, SIZE)
+    frames = torch.from_numpy(render_example_frames(anim, front, supersample=1))[:, 0]
+    model = gaussians_from_mesh(creature_mesh(anim, 0), n=2500, seed=0)
+    return model, frames, front
+
+
+def _cfg(**kw):
+    base = dict(
+        iterations=60,
+        epochs=None,
+        batch_frames=2,
+        resolutions=(SIZE,),
+        resolution_steps=(),
+        channels=8,
+        spatial_resolutions=(16, 32),
+        view_pool=6,
+        lr_grid=0.1,
+        lr_mlp=1e-2,
+    )
+    return MotionConfig(**{**base, **kw})
+
+
+def _front_psnr(model, frames, front, field=None):
+    out = []
+    for i in range(len(frames)):
+        with torch.no_grad():
+            if field is None:
+                r = model.render(front, background=torch.ones(3))
+            else:
+                r = render_deformed(field, model, i / (len(frames) - 1), front, torch.ones(3))
+        gt = frames[i, ..., :3] * frames[i, ..., 3:] + 1 - frames[i, ..., 3:]
+        out.append(psnr(r.rgb[0], gt))
+    return out
+
+
+def test_paper_and_preset_schedules():
+    paper = get_preset("paper").motion
+    assert paper.epochs == 65 and paper.batch_frames == 6
+    assert paper.total_iterations(8) == 65 * 2
+    assert lambda_at(paper, 0, 100) == pytest.approx(0.5)
+    assert lambda_at(paper, 99, 100) == pytest.approx(0.02)
+    assert [resolution_at(paper, i, 100) for i in (0, 49, 50, 70)] == [128, 128, 256, 512]
+    for preset in PRESETS.values():
+        assert preset.motion.first_frame_consistency and not preset.motion.train_canonical
+        assert preset.to_dict()["motion"]["lambda_start"] == 0.5
+    with pytest.raises(ValueError, match="unknown motion settings"):
+        get_preset("draft").replace_motion(iterationz=3)
+
+
+def test_training_follows_the_motion(creature):
+    model, frames, front = creature
+    before = _front_psnr(model, frames, front)
+    canonical_means = model.means.detach().clone()
+    result = train_motion(model, frames, front, _cfg(), seed=0)
+    after = _front_psnr(model, frames, front, result.field)
+    moved = [a - b for a, b in zip(after[1:], before[1:], strict=True)]
+    assert min(moved) > 2.0, (before, after)  # every moving frame gets clearly closer
+    assert after[0] > before[0] - 0.5  # the first frame stays the static model
+    assert torch.equal(model.means, canonical_means)  # only the field trained
+    assert len(result.history) == 60 and "consistency_mse" in result.history[0]
+    assert result.timings["train_s"] > 0
+
+
+def test_ablation_guidance_hook_and_cancel(creature):
+    model, frames, front = creature
+    result = train_motion(model, frames, front, _cfg(iterations=2, first_frame_consistency=False))
+    assert "consistency_mse" not in result.history[0]
+
+    calls = []
+
+    def guidance(rendered, reference, info):
+        calls.append((rendered.shape, reference.shape, info))
+        return ((rendered - reference) ** 2).mean()
+
+    result = train_motion(model, frames, front, _cfg(iterations=2, guidance_views=2), guidance=guidance)
+    assert len(calls) == 2 and result.guidance_used
+    shape, ref_shape, info = calls[0]
+    assert shape == ref_shape == (2, 3, SIZE, SIZE)
+    assert len(info["azimuth_deg"]) == 2 and len(info["times"]) == 2 and len(info["cameras"]) == 2
+    assert "guidance" in result.history[0]
+
+    seen = []
+    with pytest.raises(Cancelled):
+        train_motion(
+            model, frames, front, _cfg(iterations=10), on_iteration=lambda r, f: seen.append(r),
+            should_cancel=lambda: len(seen) >= 3,
+        )  # fmt: skip
+    assert len(seen) == 3
+
+
+def test_joint_fine_tune_moves_the_canonical_model(creature):
+    model, frames, front = creature
+    copy = model.clone()
+    train_motion(copy, frames, front, _cfg(iterations=3, train_canonical=True))
+    assert not torch.equal(copy.means, model.means)
+
+
+def test_rigidity_is_zero_for_rigid_motion_and_positive_for_scattering():
+    from pla4d.stages.motion4d import knn_pairs, rigidity_loss
+
+    pts = torch.rand(300, 3)
+    neighbours, rest = knn_pairs(pts, 6, chunk=64)
+    assert neighbours.shape == (300, 6) and not bool((neighbours == torch.arange(300)[:, None]).any())
+    angle = torch.tensor(0.7)
+    rot = torch.tensor([[angle.cos(), -angle.sin(), 0.0], [angle.sin(), angle.cos(), 0.0], [0.0, 0.0, 1.0]])
+    moved = (pts @ rot.T + torch.tensor([0.3, -0.1, 0.2]))[None]
+    assert float(rigidity_loss(moved, neighbours, rest)) < 1e-10
+    scattered = moved + torch.randn_like(moved) * 0.05
+    assert float(rigidity_loss(scattered, neighbours, rest)) > 1e-4
