@@ -84,3 +84,14 @@ def test_lift_reports_events_and_can_be_cancelled(tiny_clip, tmp_path):
     with pytest.raises(Cancelled):
         run_lift(image, mesh, tmp_path / "b", preset, should_cancel=lambda: True, show_progress=False)
     assert (tmp_path / "b" / "config.json").is_file()  # what was written before the cancel stays
+
+
+def test_video_psnr_pools_the_mse_over_frames():
+    from pla4d.evaluate import _aggregate
+
+    exact = {"mse": 0.0, "psnr": 100.0, "ssim": 1.0, "lpips": 0.0, "iou": 1.0}
+    off = {"mse": 0.01, "psnr": 20.0, "ssim": 0.5, "lpips": 0.2, "iou": 0.5}
+    mean, views = _aggregate({"v": [exact, off]})
+    # Pooled MSE 0.005 -> 23.01 dB; averaging per-frame PSNR would have given 60 dB.
+    assert views["v"]["psnr"] == pytest.approx(23.0103, abs=1e-3)
+    assert views["v"]["ssim"] == pytest.approx(0.75) and mean["psnr"] == views["v"]["psnr"]
