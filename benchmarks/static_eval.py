@@ -52,6 +52,8 @@ def main() -> int:
                 str(clip),
                 "--preset",
                 args.preset,
+                "--method",
+                "static",
                 "--out",
                 str(REPO / "out" / "bench_static" / args.preset / clip.name / variant),
                 *VARIANTS[variant],

@@ -46,18 +46,20 @@ def _demo(args: argparse.Namespace) -> int:
         video_frames.append(np.concatenate([front, side], axis=1))
     video = write_video(out / "video.mp4", video_frames, settings.fps)
 
-    static = None
-    if not args.skip_static:
-        from pla4d.lift import run_lift
+    run = None
+    if not args.render_only:
+        from pla4d.pipeline import run_video_to_4d
 
-        static = run_lift(
-            clip_dir / "input" / "000.png", clip_dir / "first_frame.glb", out / "static", _preset(args), seed=args.seed
-        )
+        run = run_video_to_4d(
+            clip_dir / "input", clip_dir / "first_frame.glb", out / "run", _preset(args), seed=args.seed,
+            device=args.device, fps=settings.fps,
+        )  # fmt: skip
 
     summary = {
         "clip": str(clip_dir),
-        "static_run": None if static is None else static["run"],
-        "static_preview": None if static is None else str(Path(static["run"]) / "preview.png"),
+        "run": None if run is None else run["run"],
+        "asset": None if run is None else run["asset"],
+        "exports": None if run is None else run["exports"],
         "preview": str(out / "preview.png"),
         "video": str(video),
         "frames": settings.num_frames,
@@ -75,6 +77,8 @@ def _preset(args: argparse.Namespace):
     changes = {}
     if getattr(args, "iterations", None) is not None:
         changes["iterations"] = args.iterations
+    if getattr(args, "motion_iterations", None) is not None:
+        preset = preset.replace_motion(iterations=args.motion_iterations, epochs=None)
     if getattr(args, "no_contrastive", False):
         changes["batch_views"] = 0
     if changes:
@@ -97,6 +101,24 @@ def _lift(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from pla4d.pipeline import run_video_to_4d
+
+    summary = run_video_to_4d(
+        args.video,
+        args.mesh,
+        args.out,
+        _preset(args),
+        seed=args.seed,
+        device=args.device,
+        fps=args.fps,
+        time_multiplier=args.time_multiplier,
+        force=args.force or (),
+    )
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from pla4d.evaluate import evaluate_clip
 
@@ -111,6 +133,8 @@ def _eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         lpips_net=args.lpips_net,
+        method=args.method,
+        save_renders=args.save_renders,
     )
     for record in records:
         print(json.dumps(record), flush=True)
@@ -121,7 +145,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="draft", help="draft (CPU, minutes), standard or paper (default: draft)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--iterations", type=int, default=None, help="override the preset's iteration count")
+    parser.add_argument("--iterations", type=int, default=None, help="override the static stage's iterations")
+    parser.add_argument("--motion-iterations", type=int, default=None, help="override the 4D stage's iterations")
     parser.add_argument(
         "--no-focal-alignment", action="store_true", help="ablation: keep the initial fov (49.1 degrees)"
     )
@@ -143,17 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the built-in example end to end: render the creature, then lift frame 1 to static Gaussians",
+        help="the built-in example end to end: render the creature, then video-to-4D on its frames and mesh",
         description="Render the built-in example (an animated creature made in code) with the project's own "
         "mesh renderer: front-view RGBA frames (the stand-in for the text-to-video output), held-out "
         "views, the frame-1 mesh (the stand-in for the image-to-mesh output), a preview picture and an MP4. "
-        "Then run the static 3D stage on frame 1 and its mesh (out/demo/static).",
+        "Then run video-to-4D on its frames and frame-1 mesh (out/demo/run: static Gaussians, deformation field, "
+        "4D asset, animated-mesh GLB, preview video).",
     )
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     demo.add_argument("--frames", type=int, default=32, help="number of frames (default: 32)")
     demo.add_argument("--fps", type=float, default=16.0, help="frames per second (default: 16)")
     demo.add_argument("--resolution", type=int, default=256, help="image size in pixels (default: 256)")
-    demo.add_argument("--skip-static", action="store_true", help="only render the example, skip the static stage")
+    demo.add_argument("--render-only", action="store_true", help="only render the example; skip video-to-4D")
     _add_training_options(demo)
     demo.set_defaults(handler=_demo)
 
@@ -170,10 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(lift)
     lift.set_defaults(handler=_lift)
 
+    run = sub.add_parser(
+        "run",
+        help="video-to-4D: RGBA frames + frame 1's mesh -> static Gaussians, deformation, 4D asset, exports",
+        description="Run every stage (static 3D, motion 4D, asset, exports) with the stage cache: stages whose "
+        "inputs and settings did not change are skipped (--force STAGE redoes one and those after it).",
+    )
+    run.add_argument("--video", required=True, help="folder of RGBA PNG frames (frame 1 first)")
+    run.add_argument("--mesh", required=True, help="frame 1's mesh (GLB, glTF or OBJ)")
+    run.add_argument("--out", required=True, help="run folder")
+    run.add_argument("--fps", type=float, default=None, help="frame rate of the video (default 8)")
+    run.add_argument("--time-multiplier", type=int, default=None, help="asset frames per video frame (preset's)")
+    run.add_argument("--force", action="append", choices=["static", "motion", "asset", "exports"],
+                     help="redo this stage (and the ones after it) even if cached")  # fmt: skip
+    _add_training_options(run)
+    run.set_defaults(handler=_run)
+
     evaluate = sub.add_parser(
         "eval",
         help="score the method on a benchmark clip folder (PSNR, SSIM, LPIPS, mask IoU, time, memory)",
-        description="Run the method on CLIP_DIR's input/000.png and first_frame mesh, then score every novel view. "
+        description="Run the method on CLIP_DIR's input/ frames and first_frame mesh, then score every novel view. "
         "Prints one JSON line per method.",
     )
     evaluate.add_argument("clip", help="clip folder (cameras.json, input/, novel/, first_frame.glb)")
@@ -181,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baseline", action="store_true", help="also score the static baseline (GT frame 0)")
     evaluate.add_argument("--out", default=None, help="where the run and pictures go (default: out/eval/CLIP/PRESET)")
     evaluate.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"], help="LPIPS network for scoring")
+    evaluate.add_argument(
+        "--method", default="4d", choices=["4d", "static"], help="4d: the whole video-to-4D run (default); "
+        "static: the static stage only (its model is scored at every frame)"
+    )  # fmt: skip
+    evaluate.add_argument("--save-renders", default=None, help="write every scored render as DIR/<azimuth>/NNN.png")
     _add_training_options(evaluate)
     evaluate.set_defaults(handler=_eval)
 

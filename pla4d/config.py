@@ -86,6 +86,9 @@ class MotionConfig:
     # Reference refinement (eq. 11): Zero123 SDS on random views at random frames, conditioned on the static
     # model's render from the same view. Used only when a guidance callable is given.
     guidance_weight: float = 1.0
+    # Zero123 weights by model id (local Hugging Face cache) or folder; None turns refinement off. Without
+    # the weights the run says once that refinement is off and goes on.
+    guidance_model: str | None = "ashawkey/stable-zero123-diffusers"
     guidance_views: int = 1
     guidance_every: int = 1
     view_pool: int = 48  # random cameras whose static renders are cached

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from pla4d.clip import Clip, composite_on_white, load_clip
 from pla4d.config import PresetConfig
+from pla4d.gaussians.ply import load_ply
 from pla4d.lift import load_frame, pick_device, run_lift
 from pla4d.media import contact_sheet, save_png
 from pla4d.metrics import mask_iou, psnr, ssim
@@ -82,15 +83,25 @@ def _aggregate(per_view: dict[str, list[dict[str, float]]]) -> tuple[dict[str, f
     return mean, views
 
 
+def _straight_rgba(rgb: Tensor, alpha: Tensor) -> Tensor:
+    rgb, alpha = rgb.cpu(), alpha.cpu()
+    straight = torch.where(alpha > 0, rgb / alpha.clamp_min(1e-8), torch.zeros_like(rgb))
+    return torch.cat([straight.clamp(0, 1), alpha], dim=-1)
+
+
 def render_views(model: Any, clip: Clip, views: tuple[str, ...]) -> dict[str, Tensor]:
     """Straight-alpha RGBA renders (H, W, 4) of the model from each clip view's camera."""
-    device = model.means.device
-    cams = clip.camera_batch(list(views)).to(device)
+    cams = clip.camera_batch(list(views)).to(model.means.device)
     with torch.no_grad():
         out = model.render(cams)  # black background: premultiplied colour
-    alpha = out.alpha.cpu()
-    rgb = torch.where(alpha > 0, out.rgb.cpu() / alpha.clamp_min(1e-8), torch.zeros_like(out.rgb.cpu()))
-    return {view: torch.cat([rgb[i].clamp(0, 1), alpha[i]], dim=-1) for i, view in enumerate(views)}
+    return {view: _straight_rgba(out.rgb[i], out.alpha[i]) for i, view in enumerate(views)}
+
+
+def _save_renders(folder: Path, renders: dict[str, dict[int, Tensor]]) -> None:
+    """``folder/<azimuth>/NNN.png`` (RGBA, the clip's novel/ layout) for every scored render."""
+    for view, frames in renders.items():
+        for t, rgba in frames.items():
+            save_png(folder / view.split("/")[-1] / f"{t:03d}.png", rgba.numpy())
 
 
 def evaluate_clip(
@@ -102,6 +113,8 @@ def evaluate_clip(
     seed: int = 0,
     device: str = "auto",
     lpips_net: str = "alex",
+    method: str = "4d",
+    save_renders: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Score the method (and optionally the static baseline) on ``clip_dir``; one record per method."""
     clip = load_clip(clip_dir)
@@ -118,22 +131,39 @@ def evaluate_clip(
     records = []
 
     start = time.perf_counter()
-    summary = run_lift(clip.frame_path("input", 0), mesh_path, out / "run", preset, seed=seed, device=device)
-    from pla4d.gaussians.ply import load_ply
+    dev = pick_device(device)
+    if method == "static":
+        summary = run_lift(clip.frame_path("input", 0), mesh_path, out / "run", preset, seed=seed, device=device)
+        model = load_ply(out / "run" / "canonical.ply").to(dev)
+        still = render_views(model, clip, views)
+        renders = {view: {t: still[view] for t in frame_ids} for view in views}
+    elif method == "4d":
+        from pla4d.asset.format import frame_model, read_asset
+        from pla4d.pipeline import run_video_to_4d
 
-    model = load_ply(out / "run" / "canonical.ply").to(pick_device(device))
-    renders = render_views(model, clip, views)
+        summary = run_video_to_4d(
+            clip.path / "input", mesh_path, out / "run", preset, seed=seed, device=device, fps=clip.fps,
+            time_multiplier=1,
+        )  # fmt: skip
+        asset = read_asset(out / "run" / "asset")
+        if asset.positions.shape[0] != clip.n_frames:
+            raise ValueError(f"the asset has {asset.positions.shape[0]} frames, the clip {clip.n_frames}")
+        renders = {view: {} for view in views}
+        for t in frame_ids:
+            frame = render_views(frame_model(asset, t).to(dev), clip, views)
+            for view in views:
+                renders[view][t] = frame[view]
+    else:
+        raise ValueError(f"method must be 'static' or '4d', got {method!r}")
     seconds = time.perf_counter() - start
     peak = peak_rss_mb()
-    if torch.cuda.is_available():
-        peak_gpu = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak_gpu = None
-    per_view = {view: [scorer.score(renders[view], truth[view][t]) for t in frame_ids] for view in views}
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    per_view = {view: [scorer.score(renders[view][t], truth[view][t]) for t in frame_ids] for view in views}
     mean, by_view = _aggregate(per_view)
     records.append(
         {
             "method": "pla4d",
+            "stage": method,
             "clip": clip.name,
             "preset": preset.name,
             "frames": frame_ids,
@@ -148,7 +178,10 @@ def evaluate_clip(
             "run": str(out / "run"),
         }
     )
-    _write_side_by_side(out / "side_by_side.png", views, truth, renders, frame_ids[0])
+    middle = frame_ids[len(frame_ids) // 2]
+    _write_side_by_side(out / "side_by_side.png", views, truth, {v: renders[v][middle] for v in views}, middle)
+    if save_renders is not None:
+        _save_renders(Path(save_renders), renders)
 
     if baseline:
         first = {view: load_frame(clip.frame_path(view, 0)) for view in views}

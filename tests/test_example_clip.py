@@ -58,11 +58,13 @@ def test_cameras_json_matches_loader(example_clip):
 
 
 def test_demo_command_writes_picture_and_video(tmp_path, capsys):
-    code = main(["demo", "--out", str(tmp_path), "--frames", "3", "--resolution", "64", "--iterations", "3"])
+    argv = ["demo", "--out", str(tmp_path), "--frames", "3", "--resolution", "64", "--iterations", "3"]
+    code = main([*argv, "--motion-iterations", "3"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert (tmp_path / "preview.png").stat().st_size > 1000
     assert (tmp_path / "video.mp4").stat().st_size > 1000
     assert summary["frames"] == 3
-    assert (tmp_path / "static" / "canonical.ply").is_file()
-    assert (tmp_path / "static" / "preview.png").is_file()
+    assert (tmp_path / "run" / "static" / "canonical.ply").is_file()
+    assert (tmp_path / "run" / "asset" / "asset.json").is_file()
+    assert (tmp_path / "run" / "exports" / "animated_mesh.glb").is_file()

@@ -1,6 +1,7 @@
 """`pla4d lift` and `pla4d eval` end to end on a tiny built-in example clip (a few iterations)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,7 @@ def test_lift_writes_a_complete_run_folder(tiny_clip, tmp_path, capsys):
 
 def test_eval_prints_one_json_line_per_method(tiny_clip, tmp_path, capsys):
     argv = ["eval", str(tiny_clip), "--preset", "draft", "--iterations", "4", "--frames", "all", "--baseline"]
+    argv += ["--method", "static"]
     assert main([*argv, "--out", str(tmp_path / "ev")]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["method"] for r in lines] == ["pla4d", "static"]
@@ -95,3 +97,43 @@ def test_video_psnr_pools_the_mse_over_frames():
     # Pooled MSE 0.005 -> 23.01 dB; averaging per-frame PSNR would have given 60 dB.
     assert views["v"]["psnr"] == pytest.approx(23.0103, abs=1e-3)
     assert views["v"]["ssim"] == pytest.approx(0.75) and mean["psnr"] == views["v"]["psnr"]
+
+
+def test_run_and_eval_4d_with_stage_cache(tiny_clip, tmp_path, capsys):
+    from pla4d.asset.format import read_asset
+
+    run = tmp_path / "run"
+    argv = ["run", "--video", str(tiny_clip / "input"), "--mesh", str(tiny_clip / "first_frame.glb")]
+    argv += ["--out", str(run), "--iterations", "4", "--motion-iterations", "4"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    asset = read_asset(run / "asset")
+    assert asset.positions.shape == (2, first["gaussians"], 3)
+    assert asset.mesh is not None and asset.mesh.positions.shape[0] == 2
+    for path in first["exports"]:
+        assert Path(path).stat().st_size > 0
+    assert "static_s" in first["timings"] and "motion_s" in first["timings"]
+    # Unchanged inputs and settings: every stage comes from the cache.
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert set(again["timings"]) == {"total_s"}
+    # --force motion redoes motion and what follows, not the static stage.
+    assert main([*argv, "--force", "motion"]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert "motion_s" in forced["timings"] and "static_s" not in forced["timings"]
+
+    renders = tmp_path / "renders"
+    argv = ["eval", str(tiny_clip), "--preset", "draft", "--iterations", "3", "--motion-iterations", "3"]
+    argv += ["--frames", "all", "--out", str(tmp_path / "ev"), "--save-renders", str(renders)]
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert record["stage"] == "4d" and record["frames"] == [0, 1]
+    assert sorted(p.name for p in (renders / "090").iterdir()) == ["000.png", "001.png"]
+
+
+def test_run_rejects_a_video_file_and_missing_frames(tmp_path, tiny_clip):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not really")
+    mesh = str(tiny_clip / "first_frame.glb")
+    assert main(["run", "--video", str(video), "--mesh", mesh, "--out", str(tmp_path / "r")]) == 2
+    assert main(["run", "--video", str(tmp_path / "none"), "--mesh", mesh, "--out", str(tmp_path / "r")]) == 2
