@@ -97,6 +97,27 @@ def render_views(model: Any, clip: Clip, views: tuple[str, ...]) -> dict[str, Te
     return {view: _straight_rgba(out.rgb[i], out.alpha[i]) for i, view in enumerate(views)}
 
 
+def vertex_errors(mesh_positions: np.ndarray, gt_path: Path, frame_ids: list[int]) -> dict[str, float] | None:
+    """Mean distance of the animated mesh's vertices to the ground truth's (``gt_verts.npz``), and of the
+    frame-0 mesh held still (the static baseline), over ``frame_ids``.
+
+    Mesh files split vertices at UV seams, so each vertex is matched to its nearest ground-truth vertex at
+    frame 0 and followed through time. Both live in the clip's world frame (the run's camera convention puts
+    the object there), so no further alignment is applied; ``match_error`` reports how well frame 0 matched.
+    """
+    if not gt_path.is_file():
+        return None
+    from scipy.spatial import cKDTree
+
+    gt = np.load(gt_path)["verts"].astype(np.float64)
+    if gt.shape[0] <= max(frame_ids) or mesh_positions.shape[0] <= max(frame_ids):
+        return None
+    distance, match = cKDTree(gt[0]).query(mesh_positions[0].astype(np.float64))
+    ours = np.mean([np.linalg.norm(mesh_positions[t] - gt[t][match], axis=1).mean() for t in frame_ids])
+    still = np.mean([np.linalg.norm(mesh_positions[0] - gt[t][match], axis=1).mean() for t in frame_ids])
+    return {"vertex_error": float(ours), "static_vertex_error": float(still), "match_error": float(distance.mean())}
+
+
 def _save_renders(folder: Path, renders: dict[str, dict[int, Tensor]]) -> None:
     """``folder/<azimuth>/NNN.png`` (RGBA, the clip's novel/ layout) for every scored render."""
     for view, frames in renders.items():
@@ -132,6 +153,7 @@ def evaluate_clip(
 
     start = time.perf_counter()
     dev = pick_device(device)
+    geometry = None
     if method == "static":
         summary = run_lift(clip.frame_path("input", 0), mesh_path, out / "run", preset, seed=seed, device=device)
         model = load_ply(out / "run" / "canonical.ply").to(dev)
@@ -148,6 +170,8 @@ def evaluate_clip(
         asset = read_asset(out / "run" / "asset")
         if asset.positions.shape[0] != clip.n_frames:
             raise ValueError(f"the asset has {asset.positions.shape[0]} frames, the clip {clip.n_frames}")
+        if asset.mesh is not None:
+            geometry = vertex_errors(np.asarray(asset.mesh.positions), clip.gt_verts_path, frame_ids)
         renders = {view: {} for view in views}
         for t in frame_ids:
             frame = render_views(frame_model(asset, t).to(dev), clip, views)
@@ -176,6 +200,7 @@ def evaluate_clip(
             "gaussians": summary["gaussians"],
             "views": by_view,
             "run": str(out / "run"),
+            **(geometry or {}),
         }
     )
     middle = frame_ids[len(frame_ids) // 2]

@@ -128,6 +128,7 @@ def test_run_and_eval_4d_with_stage_cache(tiny_clip, tmp_path, capsys):
     assert main(argv) == 0
     record = json.loads(capsys.readouterr().out.splitlines()[0])
     assert record["stage"] == "4d" and record["frames"] == [0, 1]
+    assert 0 <= record["vertex_error"] < 0.5 and record["match_error"] < 0.05
     assert sorted(p.name for p in (renders / "090").iterdir()) == ["000.png", "001.png"]
 
 
