@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", help="quality preset (default: the backend's)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--iterations", type=int, help="static-stage iterations (override)")
+    s.add_argument("--motion-iterations", type=int, help="4D-stage iterations (override)")
     s.add_argument("--frames", type=int, default=8, help="example: frame count")
     s.add_argument("--resolution", type=int, default=128, help="example: pixels")
     s.add_argument("--out", help="where to save the result (default pla4d-jobs/JOB_ID)")
@@ -91,8 +92,13 @@ def _submit(args: argparse.Namespace) -> int:
     settings: dict = {"seed": args.seed, "example": {"frames": args.frames, "resolution": args.resolution}}
     if args.preset:
         settings["preset"] = args.preset
+    overrides = {}
     if args.iterations is not None:
-        settings["overrides"] = {"iterations": args.iterations}
+        overrides["iterations"] = args.iterations
+    if args.motion_iterations is not None:
+        overrides["motion_iterations"] = args.motion_iterations
+    if overrides:
+        settings["overrides"] = overrides
     with _client(args) as client:
         if args.prompt is not None:
             job = client.submit("text", settings, prompt=args.prompt)

@@ -49,9 +49,10 @@ from backend.store import JobStore
 
 KINDS = ("example", "lift", "text")
 MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
-# Static-stage settings a client may override, with their types and bounds.
+# Settings a client may override, with their types and bounds (static stage; motion_iterations: the 4D stage).
 OVERRIDES: dict[str, tuple[type | tuple[type, ...], float, float]] = {
     "iterations": (int, 1, 100_000),
+    "motion_iterations": (int, 1, 100_000),
     "batch_views": (int, 0, 32),
     "num_gaussians": (int, 16, 2_000_000),
     "max_gaussians": (int, 16, 4_000_000),
@@ -491,7 +492,7 @@ class Server:
 
             try:
                 get_preset(preset).replace_static(
-                    **{k: tuple(v) if isinstance(v, list) else v for k, v in clean.items()}
+                    **{k: tuple(v) if isinstance(v, list) else v for k, v in clean.items() if k != "motion_iterations"}
                 )
             except (TypeError, ValueError) as exc:
                 raise ProtocolError(Code.BAD_REQUEST, f"overrides rejected: {exc}") from None

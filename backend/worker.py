@@ -96,10 +96,12 @@ def run_job(job_dir: Path, spec: dict[str, Any], rep: Reporter) -> dict[str, Any
 
     settings = spec.get("settings", {})
     preset = get_preset(settings.get("preset", spec.get("default_preset", "draft")))
-    if settings.get("overrides"):
-        preset = preset.replace_static(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in settings["overrides"].items()}
-        )
+    overrides = dict(settings.get("overrides") or {})
+    motion_iterations = overrides.pop("motion_iterations", None)
+    if overrides:
+        preset = preset.replace_static(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    if motion_iterations is not None:
+        preset = preset.replace_motion(iterations=int(motion_iterations), epochs=None)
     seed = int(settings.get("seed", 0))
     kind = spec["kind"]
     if kind == "example":
@@ -133,7 +135,16 @@ def run_job(job_dir: Path, spec: dict[str, Any], rep: Reporter) -> dict[str, Any
     if rep.should_cancel():
         raise Cancelled()
     out = job_dir / RESULT_DIR
-    shutil.rmtree(out, ignore_errors=True)  # a resumed job redoes the static stage from its start
+    if kind == "example":
+        from pla4d.pipeline import run_video_to_4d
+
+        # Video-to-4D with the engine's stage cache: a resumed job continues from its last finished stage.
+        summary = run_video_to_4d(
+            clip / "input", mesh, out, preset, seed=seed, device=spec.get("device", "auto"), fps=16.0,
+            on_event=rep.emit, should_cancel=rep.should_cancel, show_progress=False,
+        )  # fmt: skip
+        return {"summary": _plain(summary), "manifest": file_manifest(out)}
+    shutil.rmtree(out, ignore_errors=True)  # a resumed lift job redoes the static stage from its start
     summary = run_lift(
         image, mesh, out, preset, seed=seed, device=spec.get("device", "auto"),
         on_event=rep.emit, should_cancel=rep.should_cancel, show_progress=False,

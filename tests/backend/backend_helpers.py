@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = {
     "preset": "draft",
     "overrides": {
-        "iterations": 4, "num_gaussians": 2000, "max_gaussians": 4000, "resolutions": [32],
+        "iterations": 4, "motion_iterations": 2, "num_gaussians": 2000, "max_gaussians": 4000, "resolutions": [32],
         "resolution_steps": [], "view_pool": 4, "batch_views": 1,
     },
     "example": {"frames": 2, "resolution": 32, "supersample": 1},

@@ -52,9 +52,11 @@ def test_example_job_end_to_end(shared_backend, tmp_path):
     names = [e["event"] for e in events]
     assert names[0] == "accepted" and names[-1] == "done"
     stages = [e["stage"] for e in events if e["event"] == "stage_started"]
-    assert stages == ["example", "focal", "static3d"]
+    assert stages == ["example", "focal", "static3d", "motion", "asset", "exports"]
     progress = [e for e in events if e["event"] == "progress"]
-    assert [e["iteration"] for e in progress] == [1, 2, 3, 4] and all("loss" in e["losses"] for e in progress)
+    static = [e["iteration"] for e in progress if e["stage"] == "static3d"]
+    motion = [e["iteration"] for e in progress if e["stage"] == "motion"]
+    assert static == [1, 2, 3, 4] and motion == [1, 2] and all("loss" in e["losses"] for e in progress)
     previews = [e for e in events if e["event"] == "preview"]
     assert previews and previews[-1]["points"]["positions"].shape[1] == 3
     assert previews[-1]["points"]["positions"].dtype.str == "<f4"
@@ -65,12 +67,15 @@ def test_example_job_end_to_end(shared_backend, tmp_path):
     with Client(shared_backend.endpoint, timeout=30) as c:
         assert c.status(job_id)["state"] == "done"
         stats = c.fetch(job_id, tmp_path / "got")
-        on_disk = sorted(p.name for p in result_dir.iterdir() if p.is_file())
-        assert sorted(Path(f).name for f in stats["files"]) == on_disk
-        assert {"canonical.ply", "camera.json", "preview.png", "losses.jsonl", "summary.json"} <= set(on_disk)
+        on_disk = sorted(p.relative_to(result_dir).as_posix() for p in result_dir.rglob("*") if p.is_file())
+        got = sorted(Path(f).relative_to(tmp_path / "got").as_posix() for f in stats["files"])
+        assert got == on_disk
+        wanted = {"static/canonical.ply", "static/camera.json", "asset/asset.json", "asset/positions.bin",
+                  "exports/animated_mesh.glb", "exports/preview.mp4", "summary.json"}  # fmt: skip
+        assert wanted <= set(on_disk)
         for name in on_disk:
             assert (tmp_path / "got" / name).read_bytes() == (result_dir / name).read_bytes(), name
-        assert c.fetch_bytes(job_id, "camera.json") == (result_dir / "camera.json").read_bytes()
+        assert c.fetch_bytes(job_id, "static/camera.json") == (result_dir / "static" / "camera.json").read_bytes()
         # A client following the job later gets the same stored events back (previews are live only).
         c.subscribe(job_id, since=0)
         replay = [c.next_event(5) for _ in seqs]
@@ -90,21 +95,21 @@ def test_fetch_resumes_after_disconnect(shared_backend, tmp_path):
     chunk = 65536
 
     def boom(name, index, total):
-        if name == "canonical.ply" and index == 1:
+        if name == "static/canonical.ply" and index == 1:
             raise ConnectionError("simulated client crash")
 
     with Client(shared_backend.endpoint, timeout=30) as c:
         total = sum(f["chunks"] for f in c.manifest(job_id, chunk)["files"])
         with pytest.raises(ConnectionError):
             c.fetch(job_id, out, chunk_size=chunk, window=1, on_chunk=boom)
-    assert (out / "canonical.ply.part").exists() and not (out / "canonical.ply").exists()
+    assert (out / "static" / "canonical.ply.part").exists() and not (out / "static" / "canonical.ply").exists()
     with Client(shared_backend.endpoint, timeout=30) as c:  # a new connection (new identity)
         stats = c.fetch(job_id, out, chunk_size=chunk)
     assert stats["skipped"] >= 1  # files finished before the crash are not fetched again
     assert stats["chunks"] < total
     for f in stats["files"]:
-        assert Path(f).read_bytes() == (result_dir / Path(f).name).read_bytes()
-    assert not list(out.glob("*.part*"))
+        assert Path(f).read_bytes() == (result_dir / Path(f).relative_to(out)).read_bytes()
+    assert not list(out.rglob("*.part*"))
 
 
 def test_lift_job_with_uploads(shared_backend, tmp_path):
@@ -144,6 +149,10 @@ def test_cancel_early_queued_and_during_training(shared_backend):
             c.status(job["job_id"])
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def test_kill9_mid_job_then_restart(backend_factory, tmp_path):
     backend = backend_factory("--max-attempts", "2")
     with Client(backend.endpoint, timeout=60) as c:
@@ -153,7 +162,7 @@ def test_kill9_mid_job_then_restart(backend_factory, tmp_path):
         seen = _wait_for(c, running["job_id"], "progress")
         last_seq = max(e["seq"] for e in seen if e["seq"])
     result = backend.data_dir / "jobs" / finished["job_id"] / "result"
-    before = {p.name: p.read_bytes() for p in result.iterdir()}
+    before = _tree(result)
     backend.kill9()
     deadline = time.monotonic() + 10
     while worker_pids(backend.data_dir) and time.monotonic() < deadline:
@@ -164,7 +173,7 @@ def test_kill9_mid_job_then_restart(backend_factory, tmp_path):
     with Client(backend.endpoint, timeout=60) as c:
         assert c.status(finished["job_id"])["state"] == "done"
         c.fetch(finished["job_id"], tmp_path / "after")
-        assert {p.name: p.read_bytes() for p in (tmp_path / "after").iterdir()} == before
+        assert _tree(tmp_path / "after") == before
         # The interrupted job runs again (its example clip is cached); a client resumes following it by seq.
         seen = _wait_for(c, running["job_id"], "progress") if c.subscribe(running["job_id"], last_seq) else []
         requeue = [e for e in seen if e["event"] == "queue" and "reason" in e]
@@ -178,4 +187,4 @@ def test_kill9_mid_job_then_restart(backend_factory, tmp_path):
         status = c.status(running["job_id"])
         assert status["state"] == "failed" and status["error"]["code"] == "INTERRUPTED"
         assert c.status(finished["job_id"])["state"] == "done"
-    assert {p.name: p.read_bytes() for p in result.iterdir()} == before
+    assert _tree(result) == before

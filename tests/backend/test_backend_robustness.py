@@ -158,7 +158,9 @@ def _clients_run(backend, n_clients: int, n_jobs: int) -> None:
                             accepted[i] = job["queue_position"]
                         events = list(c.follow(job["job_id"], timeout=180))
                         results[i] = events
-                        stats = c.fetch(job["job_id"], backend.data_dir.parent / f"client{i}", files=["camera.json"])
+                        stats = c.fetch(
+                            job["job_id"], backend.data_dir.parent / f"client{i}", files=["static/camera.json"]
+                        )
                         assert stats["files"]
                     else:
                         assert isinstance(c.list(), list)
