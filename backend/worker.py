@@ -8,7 +8,6 @@ Stage cache: the example clip is rendered once per job (``inputs/clip/.complete`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,16 +36,12 @@ def _die_with_parent() -> None:
 
 
 def file_manifest(folder: Path) -> list[dict[str, Any]]:
-    files = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(block)
-        files.append(
-            {"name": path.relative_to(folder).as_posix(), "size": path.stat().st_size, "sha256": digest.hexdigest()}
-        )
-    return files
+    from pla4d.runfolder import sha256_of
+
+    return [
+        {"name": path.relative_to(folder).as_posix(), "size": path.stat().st_size, "sha256": sha256_of(path)}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    ]
 
 
 class Reporter:

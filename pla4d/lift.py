@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pla4d.cameras import Cameras, orbit_cameras
+from pla4d.cameras import Cameras, front_camera, orbit_cameras
 from pla4d.config import PresetConfig
 from pla4d.gaussians.model import GaussianModel
 from pla4d.gaussians.ply import save_ply
@@ -27,7 +27,7 @@ from pla4d.progress import Progress
 from pla4d.render.mesh import Mesh, load_mesh, render_mesh
 from pla4d.runfolder import JsonLines, sha256_of, write_json
 from pla4d.stages.focal import align_focal
-from pla4d.stages.static3d import StaticResult, fixed_front_camera, train_static
+from pla4d.stages.static3d import StaticResult, train_static
 
 
 @dataclass
@@ -70,13 +70,13 @@ def load_frame(path: str | Path) -> Tensor:
     return rgba
 
 
-def make_perceptual(preset: PresetConfig, device: torch.device) -> tuple[Any, str]:
-    """The preset's LPIPS network (real weights), or (None, 'off') when its weight is 0."""
-    if preset.static.perceptual_weight == 0:
+def make_perceptual(weight: float, net: str, device: torch.device) -> tuple[Any, str]:
+    """A stage's LPIPS network (real weights), or (None, 'off') when its weight is 0."""
+    if weight == 0:
         return None, "off"
     from pla4d.losses.perceptual import PerceptualLoss
 
-    loss = PerceptualLoss(net=preset.static.perceptual_net).to(device)
+    loss = PerceptualLoss(net=net).to(device)
     return loss, loss.name
 
 
@@ -135,13 +135,13 @@ def lift(
             "search": [[float(f), float(e)] for f, e in match.curve],
         }
     else:
-        front = fixed_front_camera(preset.focal.init_fov_deg, size, size, radius)
+        front = front_camera(radius, preset.focal.init_fov_deg, size, size)
         focal = {"focal_px": float(front.Ks[0, 0, 0]), "fov_deg": preset.focal.init_fov_deg, "search": None}
     focal.update(radius=radius, width=size, height=size, enabled=preset.focal.enabled)
     timings["focal_s"] = time.perf_counter() - start
     emit({"type": "stage_finished", "stage": "focal", "seconds": timings["focal_s"], "focal_px": focal["focal_px"]})
 
-    perceptual, perceptual_name = make_perceptual(preset, device)
+    perceptual, perceptual_name = make_perceptual(preset.static.perceptual_weight, preset.static.perceptual_net, device)
     focal["perceptual"] = perceptual_name
     total = preset.static.iterations
     progress = Progress("static 3D", total) if show_progress else None

@@ -27,7 +27,7 @@ from pla4d.asset.format import AnimatedMesh, Asset4D, write_asset
 from pla4d.config import PresetConfig
 from pla4d.deform.hexplane import DeformationField, frame_time
 from pla4d.gaussians.ply import load_ply
-from pla4d.lift import EventSink, load_frame, pick_device, run_lift
+from pla4d.lift import EventSink, load_frame, make_perceptual, pick_device, run_lift
 from pla4d.progress import Progress
 from pla4d.render.mesh import load_mesh
 from pla4d.runfolder import sha256_of, write_json
@@ -250,11 +250,7 @@ def _train_motion_stage(
     front = Cameras(viewmat, K, camera["width"], camera["height"])
     if front.width != size:
         front = front.scaled(size / front.width)
-    perceptual = None
-    if preset.motion.perceptual_weight > 0:
-        from pla4d.losses.perceptual import PerceptualLoss
-
-        perceptual = PerceptualLoss(net=preset.motion.perceptual_net).to(device)
+    perceptual, _ = make_perceptual(preset.motion.perceptual_weight, preset.motion.perceptual_net, device)
     total = preset.motion.total_iterations(frames.shape[0])
     guidance, note = make_guidance(preset, device, total)
     if guidance is None:

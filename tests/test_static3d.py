@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from pla4d.cameras import orbit_cameras
+from pla4d.cameras import front_camera, orbit_cameras
 from pla4d.config import PRESETS, get_preset
 from pla4d.errors import Cancelled
 from pla4d.example.clip import creature_mesh
@@ -13,7 +13,6 @@ from pla4d.gaussians.model import GaussianModel
 from pla4d.render.mesh import render_mesh
 from pla4d.stages.densify import GradientStats, densify_and_prune
 from pla4d.stages.static3d import (
-    fixed_front_camera,
     frame_target,
     lambda_at,
     resolution_at,
@@ -99,7 +98,7 @@ def test_training_fits_the_front_view_and_mesh_views():
         iterations=40, resolutions=(48,), resolution_steps=(), num_gaussians=3000, view_pool=8, batch_views=2,
         densify_from=0.2, densify_until=0.8, densify_every=10,
     ).static  # fmt: skip
-    front = fixed_front_camera(40.0, 96, 96, 3.0)
+    front = front_camera(3.0, 40.0, 96, 96)
     frame = render_mesh(mesh, front, supersample=2)
     straight = torch.where(frame.alpha > 0, frame.rgb / frame.alpha.clamp_min(1e-8), 0.0)
     frame_rgba = torch.cat([straight[0], frame.alpha[0]], -1)
@@ -114,7 +113,7 @@ def test_training_fits_the_front_view_and_mesh_views():
     def errors(model):
         # Front view against the frame, and a side view against the mesh, both over a fixed grey.
         grey = torch.full((3,), 0.5)
-        side = fixed_front_camera(40.0, 96, 96, 3.0)
+        side = front_camera(3.0, 40.0, 96, 96)
         side = type(side)(orbit_cameras([70.0], 10.0, 3.0, 40.0, 96).viewmats, side.Ks, 96, 96)
         out = []
         for cam, (rgb, alpha) in ((front, (frame.rgb, frame.alpha)), (side, (None, None))):
@@ -136,7 +135,7 @@ def test_training_fits_the_front_view_and_mesh_views():
 def test_cancel_stops_between_iterations():
     mesh = creature_mesh(animate_creature(1), 0)
     cfg = get_preset("draft").replace_static(iterations=50, resolutions=(32,), resolution_steps=(), num_gaussians=500)
-    front = fixed_front_camera(40.0, 32, 32, 3.0)
+    front = front_camera(3.0, 40.0, 32, 32)
     frame = torch.zeros(32, 32, 4)
     frame[8:24, 8:24] = 1.0
     seen = []
@@ -149,6 +148,6 @@ def test_cancel_stops_between_iterations():
 def test_bad_settings():
     anim = animate_creature(1)
     mesh = creature_mesh(anim, 0)
-    front = fixed_front_camera(40.0, 32, 32, 3.0)
+    front = front_camera(3.0, 40.0, 32, 32)
     with pytest.raises(ValueError):
         train_static(mesh, torch.zeros(32, 32, 4), front, get_preset("draft").replace_static(iterations=0).static, 3.0)

@@ -22,7 +22,6 @@ weights. Frame ``i`` of ``T`` sits at ``t = i / (T - 1)``.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,13 +30,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pla4d.cameras import Cameras, intrinsics, look_at_w2c, orbit_position
+from pla4d.cameras import Cameras
 from pla4d.config import MotionConfig
 from pla4d.deform.hexplane import DeformationField, frame_time
 from pla4d.errors import Cancelled
 from pla4d.gaussians.model import GaussianModel
 from pla4d.render.gaussians import render_gaussians
-from pla4d.stages.static3d import _view_losses, frame_target, pick_backgrounds
+from pla4d.stages.static3d import (
+    _view_losses,
+    frame_target,
+    linear_schedule,
+    pick_backgrounds,
+    resolution_schedule,
+    sample_orbit_views,
+    select_cameras,
+)
 
 __all__ = ["MotionResult", "ViewPool", "build_field", "lambda_at", "render_deformed", "resolution_at", "train_motion"]
 
@@ -54,14 +61,11 @@ class MotionResult:
 
 
 def lambda_at(cfg: MotionConfig, iteration: int, total: int) -> float:
-    frac = iteration / max(total - 1, 1)
-    return cfg.lambda_start + (cfg.lambda_end - cfg.lambda_start) * frac
+    return linear_schedule(cfg.lambda_start, cfg.lambda_end, iteration, total)
 
 
 def resolution_at(cfg: MotionConfig, iteration: int, total: int) -> int:
-    frac = iteration / max(total, 1)
-    level = sum(frac >= step for step in cfg.resolution_steps)
-    return cfg.resolutions[min(level, len(cfg.resolutions) - 1)]
+    return resolution_schedule(cfg.resolutions, cfg.resolution_steps, iteration, total)
 
 
 def build_field(cfg: MotionConfig, num_frames: int, seed: int = 0) -> DeformationField:
@@ -85,19 +89,9 @@ class ViewPool:
     them, made once per resolution (premultiplied rgb, alpha) and on white (the guidance reference)."""
 
     def __init__(self, front: Cameras, size: int, cfg: MotionConfig, radius: float, generator: torch.Generator):
-        base_focal = float(front.Ks[0, 0, 0])
-        lo, hi = cfg.elevation_range_deg
-        s_lo, s_hi = math.sin(math.radians(lo)), math.sin(math.radians(hi))
-        viewmats, Ks, self.azimuths, self.elevations = [], [], [], []
-        for _ in range(size):
-            az = float(torch.rand((), generator=generator)) * 360.0
-            el = math.degrees(math.asin(s_lo + (s_hi - s_lo) * float(torch.rand((), generator=generator))))
-            jitter = 1.0 + cfg.focal_jitter * (2.0 * float(torch.rand((), generator=generator)) - 1.0)
-            viewmats.append(look_at_w2c(orbit_position(az, el, radius)))
-            Ks.append(intrinsics(base_focal * jitter, front.width, front.height))
-            self.azimuths.append(az)
-            self.elevations.append(el)
-        self.cameras = Cameras(torch.stack(viewmats), torch.stack(Ks), front.width, front.height)
+        self.cameras, self.azimuths, self.elevations = sample_orbit_views(
+            front, size, cfg.elevation_range_deg, cfg.focal_jitter, radius, generator
+        )
         self.radius = radius
         self._cache: dict[int, tuple[Tensor, Tensor]] = {}
 
@@ -105,9 +99,7 @@ class ViewPool:
         return len(self.cameras)
 
     def at(self, idx: Tensor, size: int) -> Cameras:
-        return Cameras(
-            self.cameras.viewmats[idx], self.cameras.Ks[idx], self.cameras.width, self.cameras.height
-        ).scaled(size / self.cameras.width)
+        return select_cameras(self.cameras, idx, size)
 
     def static_renders(self, model: GaussianModel, size: int) -> tuple[Tensor, Tensor]:
         if size not in self._cache:

@@ -12,13 +12,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pla4d.cameras import Cameras, focal_from_fov, intrinsics, look_at_w2c, orbit_position
+from pla4d.cameras import Cameras, intrinsics, look_at_w2c, orbit_position
 from pla4d.config import StaticConfig
 from pla4d.errors import Cancelled
 from pla4d.gaussians.init import gaussians_from_mesh
@@ -36,37 +35,68 @@ class StaticResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def linear_schedule(start: float, end: float, iteration: int, total: int) -> float:
+    """Linear from ``start`` at the first of ``total`` iterations to ``end`` at the last."""
+    frac = iteration / max(total - 1, 1)
+    return start + (end - start) * frac
+
+
+def resolution_schedule(resolutions: tuple[int, ...], steps: tuple[float, ...], iteration: int, total: int) -> int:
+    """``resolutions[k]`` from the fraction ``steps[k - 1]`` of training on (``resolutions[0]`` before)."""
+    frac = iteration / max(total, 1)
+    level = sum(frac >= step for step in steps)
+    return resolutions[min(level, len(resolutions) - 1)]
+
+
 def lambda_at(cfg: StaticConfig, iteration: int) -> float:
     """lambda_t: linear from lambda_start at the first iteration to lambda_end at the last."""
-    frac = iteration / max(cfg.iterations - 1, 1)
-    return cfg.lambda_start + (cfg.lambda_end - cfg.lambda_start) * frac
+    return linear_schedule(cfg.lambda_start, cfg.lambda_end, iteration, cfg.iterations)
 
 
 def resolution_at(cfg: StaticConfig, iteration: int, scale: float = 1.0) -> int:
     """The training resolution at ``iteration`` (128 -> 256 at 50% -> 512 at 70% in the paper)."""
-    frac = iteration / max(cfg.iterations, 1)
-    level = sum(frac >= step for step in cfg.resolution_steps)
-    return max(16, round(cfg.resolutions[min(level, len(cfg.resolutions) - 1)] * scale))
+    size = resolution_schedule(cfg.resolutions, cfg.resolution_steps, iteration, cfg.iterations)
+    return max(16, round(size * scale))
+
+
+def sample_orbit_views(
+    front: Cameras,
+    size: int,
+    elevation_range_deg: tuple[float, float],
+    focal_jitter: float,
+    radius: float,
+    generator: torch.Generator,
+) -> tuple[Cameras, list[float], list[float]]:
+    """``size`` random cameras on the front camera's orbit, each with a slightly perturbed focal length, and
+    their azimuths and elevations in degrees."""
+    if size == 0:
+        return front[0:0], [], []
+    base_focal = float(front.Ks[0, 0, 0])
+    lo, hi = elevation_range_deg
+    # Uniform on the sphere's band, so high elevations are not over-sampled.
+    s_lo, s_hi = math.sin(math.radians(lo)), math.sin(math.radians(hi))
+    viewmats, Ks, azimuths, elevations = [], [], [], []
+    for _ in range(size):
+        az = float(torch.rand((), generator=generator)) * 360.0
+        el = math.degrees(math.asin(s_lo + (s_hi - s_lo) * float(torch.rand((), generator=generator))))
+        jitter = 1.0 + focal_jitter * (2.0 * float(torch.rand((), generator=generator)) - 1.0)
+        viewmats.append(look_at_w2c(orbit_position(az, el, radius)))
+        Ks.append(intrinsics(base_focal * jitter, front.width, front.height))
+        azimuths.append(az)
+        elevations.append(el)
+    return Cameras(torch.stack(viewmats), torch.stack(Ks), front.width, front.height), azimuths, elevations
 
 
 def random_view_pool(
     front: Cameras, size: int, cfg: StaticConfig, radius: float, generator: torch.Generator
 ) -> Cameras:
-    """``size`` random cameras on the front camera's orbit, each with a slightly perturbed focal length."""
-    if size == 0:
-        return front[0:0]
-    base_focal = float(front.Ks[0, 0, 0])
-    lo, hi = cfg.elevation_range_deg
-    viewmats, Ks = [], []
-    for _ in range(size):
-        az = float(torch.rand((), generator=generator)) * 360.0
-        # Uniform on the sphere's band, so high elevations are not over-sampled.
-        s_lo, s_hi = math.sin(math.radians(lo)), math.sin(math.radians(hi))
-        el = math.degrees(math.asin(s_lo + (s_hi - s_lo) * float(torch.rand((), generator=generator))))
-        jitter = 1.0 + cfg.focal_jitter * (2.0 * float(torch.rand((), generator=generator)) - 1.0)
-        viewmats.append(look_at_w2c(orbit_position(az, el, radius)))
-        Ks.append(intrinsics(base_focal * jitter, front.width, front.height))
-    return Cameras(torch.stack(viewmats), torch.stack(Ks), front.width, front.height)
+    """``size`` random cameras on the front camera's orbit (see :func:`sample_orbit_views`)."""
+    return sample_orbit_views(front, size, cfg.elevation_range_deg, cfg.focal_jitter, radius, generator)[0]
+
+
+def select_cameras(pool: Cameras, idx: Tensor, size: int) -> Cameras:
+    """Cameras ``idx`` of ``pool``, scaled to ``size`` pixels."""
+    return Cameras(pool.viewmats[idx], pool.Ks[idx], pool.width, pool.height).scaled(size / pool.width)
 
 
 def frame_target(frame_rgba: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -182,6 +212,7 @@ def train_static(
     densify_start = int(cfg.densify_from * cfg.iterations)
     densify_stop = int(cfg.densify_until * cfg.iterations)
     history: list[dict[str, float]] = []
+    frame_targets: dict[int, tuple[Tensor, Tensor]] = {}
     mesh_seconds = 0.0
     loop_start = time.perf_counter()
 
@@ -191,13 +222,15 @@ def train_static(
         size = resolution_at(cfg, it)
         lam = lambda_at(cfg, it)
         t0 = time.perf_counter()
-        target_rgb, target_alpha = frame_target(frame_rgba, size)
+        if size not in frame_targets:
+            frame_targets[size] = frame_target(frame_rgba, size)
+        target_rgb, target_alpha = frame_targets[size]
         targets_rgb, targets_alpha = [target_rgb[None]], [target_alpha[None]]
         cams = [front.scaled(size / front.width)]
         if cfg.batch_views > 0 and len(pool) > 0:
             pool_rgb, pool_alpha = mesh_cache.get(size)
             idx = torch.randperm(len(pool), generator=generator)[: cfg.batch_views]
-            cams.append(_select(pool, idx, size))
+            cams.append(select_cameras(pool, idx, size))
             targets_rgb.append(pool_rgb[idx])
             targets_alpha.append(pool_alpha[idx])
         mesh_seconds += time.perf_counter() - t0
@@ -269,30 +302,3 @@ def train_static(
     timings["train_s"] = time.perf_counter() - loop_start
     timings["mesh_render_s"] = mesh_seconds
     return StaticResult(model=model, history=history, timings=timings)
-
-
-def _select(pool: Cameras, idx: Tensor, size: int) -> Cameras:
-    picked = Cameras(pool.viewmats[idx], pool.Ks[idx], pool.width, pool.height)
-    return picked.scaled(size / pool.width)
-
-
-def matched_front_camera(focal_px: float, width: int, height: int, radius: float) -> Cameras:
-    """The front camera (on +Z at ``radius``) with a given focal length."""
-    return Cameras(
-        look_at_w2c(orbit_position(0.0, 0.0, radius))[None],
-        intrinsics(focal_px, width, height)[None],
-        width,
-        height,
-    )
-
-
-def fixed_front_camera(fov_deg: float, width: int, height: int, radius: float) -> Cameras:
-    """The front camera at a fixed field of view (the ablation without focal alignment)."""
-    return matched_front_camera(focal_from_fov(fov_deg, width), width, height, radius)
-
-
-def summarise(history: list[dict[str, float]]) -> dict[str, Any]:
-    if not history:
-        return {}
-    last = history[-1]
-    return {k: last[k] for k in ("loss", "texture_mse", "geometry_mse", "gaussians") if k in last}
