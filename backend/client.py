@@ -149,16 +149,35 @@ class Client:
         self.request("ping")
         return time.perf_counter() - start
 
-    def upload(self, data: bytes | str | os.PathLike[str], name: str | None = None) -> str:
-        """Upload a file (or bytes) in checksummed chunks; returns the upload id for :meth:`submit`."""
+    def upload(
+        self,
+        data: bytes | str | os.PathLike[str],
+        name: str | None = None,
+        resume: str | None = None,
+        on_chunk: Callable[[str, int, int], None] | None = None,
+    ) -> str:
+        """Upload a file (or bytes) in checksummed chunks; returns the upload id for :meth:`submit`.
+
+        ``resume``: the id of an upload that an earlier connection (or process) began; the server says how many
+        bytes it holds and only the rest is sent (the server keeps partial uploads for an hour, across restarts).
+        ``on_chunk(upload_id, received, size)`` runs after every acknowledged chunk, e.g. to record the id."""
         if not isinstance(data, bytes):
             name = name or Path(data).name
             data = Path(data).read_bytes()
         if not name:
             raise ValueError("name is required when uploading bytes")
-        reply = self.request(
-            "upload_open", {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        )
+        reply = None
+        if resume is not None:
+            try:
+                reply = self.request("upload_open", {"upload_id": resume})
+            except BackendError as exc:
+                if exc.code != Code.NOT_FOUND:
+                    raise
+                reply = None  # expired or discarded: start again
+        if reply is None:
+            reply = self.request(
+                "upload_open", {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            )
         uid, offset = reply["upload_id"], reply["received"]
         while offset < len(data):
             chunk = data[offset : offset + UPLOAD_CHUNK]
@@ -166,23 +185,40 @@ class Client:
                 "upload_chunk", {"upload_id": uid, "offset": offset, "crc32": zlib.crc32(chunk)}, [chunk]
             )
             offset = reply["received"]
+            if on_chunk is not None:
+                on_chunk(uid, offset, len(data))
         return uid
 
-    def submit(self, kind: str = "example", settings: dict[str, Any] | None = None, prompt: str | None = None,
-               image: Any = None, mesh: Any = None) -> dict[str, Any]:  # fmt: skip
-        """Submit a job: ``example``; ``lift`` (``image`` PNG and ``mesh`` file: paths or upload ids); ``text``.
+    def submit(
+        self,
+        kind: str = "example",
+        settings: dict[str, Any] | None = None,
+        prompt: str | None = None,
+        image: Any = None,
+        mesh: Any = None,
+        frames: Any = None,
+    ) -> dict[str, Any]:
+        """Submit a job: ``example``; ``lift`` (``image`` PNG and ``mesh`` file); ``video`` (``frames``: a folder
+        of RGBA PNGs or a .zip of them, and ``mesh``: frame 1's mesh); ``text`` (``prompt``). Files are paths or
+        upload ids from :meth:`upload`.
 
         Returns ``{"job_id", "state", "queue_position", "seq"}``; this client then receives the job's events."""
         body: dict[str, Any] = {"kind": kind, "settings": settings or {}}
         if prompt is not None:
             body["prompt"] = prompt
-        if kind == "lift":
-            body["uploads"] = {
-                role: value if isinstance(value, str) and not os.path.exists(value) else self.upload(value)
-                for role, value in (("image", image), ("mesh", mesh))
-                if value is not None
-            }
+        if kind == "video" and frames is not None and os.path.isdir(frames):
+            frames = (zip_frames(frames), Path(frames).name + ".zip")
+        roles = {"lift": (("image", image), ("mesh", mesh)), "video": (("frames", frames), ("mesh", mesh))}
+        if kind in roles:
+            body["uploads"] = {role: self._upload_ref(value) for role, value in roles[kind] if value is not None}
         return self.request("submit", body)
+
+    def _upload_ref(self, value: Any) -> str:
+        if isinstance(value, tuple):  # (bytes, name)
+            return self.upload(value[0], value[1])
+        if isinstance(value, str) and not os.path.exists(value):
+            return value  # an upload id
+        return self.upload(value)
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self.request("status", {"job_id": job_id})
@@ -354,6 +390,21 @@ class Client:
         import numpy as np
 
         return np.load(io.BytesIO(self.fetch_bytes(job_id, name)), allow_pickle=False)
+
+
+def zip_frames(folder: str | os.PathLike[str]) -> bytes:
+    """A folder's PNG frames as one zip (stored, not deflated: PNGs are compressed already)."""
+    import io
+    import zipfile
+
+    pngs = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() == ".png")
+    if len(pngs) < 2:
+        raise ValueError(f"{folder} holds {len(pngs)} PNG frame(s); a video needs at least 2")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for png in pngs:
+            archive.write(png, png.name)
+    return buffer.getvalue()
 
 
 def _sha256(path: Path) -> str:

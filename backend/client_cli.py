@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("prompt", nargs="?", help="text prompt (text-to-4D; needs a backend with a text-to-video model)")
     s.add_argument("--example", action="store_true", help="the built-in example instead of a prompt")
     s.add_argument("--image", help="frame-1 PNG (RGBA, matted): lift it with --mesh")
+    s.add_argument("--video", help="a folder of RGBA PNG frames (or a .zip of them): video-to-4D with --mesh")
     s.add_argument("--mesh", help="the frame-1 mesh (.glb/.obj/...)")
+    s.add_argument("--fps", type=float, help="the video's frame rate (default: the backend's)")
     s.add_argument("--preset", help="quality preset (default: the backend's)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--iterations", type=int, help="static-stage iterations (override)")
@@ -92,6 +94,8 @@ def _submit(args: argparse.Namespace) -> int:
     settings: dict = {"seed": args.seed, "example": {"frames": args.frames, "resolution": args.resolution}}
     if args.preset:
         settings["preset"] = args.preset
+    if args.fps is not None:
+        settings["fps"] = args.fps
     overrides = {}
     if args.iterations is not None:
         overrides["iterations"] = args.iterations
@@ -102,6 +106,13 @@ def _submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.prompt is not None:
             job = client.submit("text", settings, prompt=args.prompt)
+        elif args.video:
+            if not args.mesh:
+                raise ValueError("--video needs --mesh (the first frame's mesh)")
+            for path in (args.video, args.mesh):
+                if not Path(path).exists():
+                    raise ValueError(f"not found: {path}")
+            job = client.submit("video", settings, frames=Path(args.video), mesh=Path(args.mesh))
         elif args.image or args.mesh:
             if not (args.image and args.mesh):
                 raise ValueError("--image and --mesh go together")
@@ -109,7 +120,7 @@ def _submit(args: argparse.Namespace) -> int:
         elif args.example:
             job = client.submit("example", settings)
         else:
-            raise ValueError("give a prompt, --example, or --image and --mesh")
+            raise ValueError("give a prompt, --example, --video and --mesh, or --image and --mesh")
         job_id = job["job_id"]
         print(f"job {job_id} accepted (queue position {job['queue_position']})", file=sys.stderr)
         if args.detach:

@@ -1,4 +1,4 @@
-"""``pla4d-backend``: the ZeroMQ job server (ROUTER socket, SQLite job store, one worker process at a time).
+"""``pla4d-backend``: the ZeroMQ job server (ROUTER socket, SQLite job store, one worker process per device).
 
 The socket loop never runs engine code: each job runs in a ``backend.worker`` subprocess that pushes its events
 over an ipc socket; the loop stores them, forwards them to subscribers and serves everyone else meanwhile.
@@ -47,8 +47,14 @@ from backend.protocol import (
 )
 from backend.store import JobStore
 
-KINDS = ("example", "lift", "text")
+KINDS = ("example", "lift", "video", "text")
 MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
+# Uploads per job kind: role -> (file endings accepted, what the file must be).
+KIND_UPLOADS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    "lift": {"image": ((".png",), "a PNG (RGBA, object matted)"), "mesh": (MESH_EXTENSIONS, "a mesh file")},
+    "video": {"frames": ((".zip",), "a .zip of RGBA PNG frames (frame 1 first by name)"),
+              "mesh": (MESH_EXTENSIONS, "the first frame's mesh")},
+}  # fmt: skip
 # Settings a client may override, with their types and bounds (static stage; motion_iterations: the 4D stage).
 OVERRIDES: dict[str, tuple[type | tuple[type, ...], float, float]] = {
     "iterations": (int, 1, 100_000),
@@ -112,7 +118,35 @@ class Worker:
     job_id: str
     proc: subprocess.Popen
     token: bytes
+    device: str
     cancel_at: float | None = None
+
+
+def _visible_gpus() -> int:
+    """NVIDIA GPUs this process may use, without importing torch (the socket loop stays light):
+    ``CUDA_VISIBLE_DEVICES`` when set, else the driver's list."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        entries = [e for e in visible.split(",") if e.strip()]
+        return 0 if not entries or entries[0].strip() == "-1" else len(entries)
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def resolve_devices(spec: str) -> list[str]:
+    """``--device`` -> one engine device per worker slot (each slot runs one job at a time).
+
+    ``auto``: one slot per visible GPU (``cuda:0``, ``cuda:1``, ...), one CPU slot without a GPU. A comma list
+    names the slots: ``cuda:0,cuda:2`` uses two GPUs; ``cpu,cpu`` runs two CPU jobs side by side."""
+    parts = [p.strip().lower() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("--device needs a value: auto, cpu, cuda, cuda:N or a comma list of them")
+    if parts == ["auto"]:
+        return [f"cuda:{i}" for i in range(_visible_gpus())] or ["cpu"]
+    for part in parts:
+        if not (part in ("cpu", "cuda") or (part.startswith("cuda:") and part[5:].isdigit())):
+            raise ValueError(f"unknown device {part!r}: use auto, cpu, cuda, cuda:N or a comma list of them")
+    return ["cuda:0" if p == "cuda" else p for p in parts]
 
 
 class Server:
@@ -145,7 +179,7 @@ class Server:
         self.data = Path(data_dir)
         (self.data / "jobs").mkdir(parents=True, exist_ok=True)
         (self.data / "uploads").mkdir(parents=True, exist_ok=True)
-        self.device = device
+        self.devices = resolve_devices(device)
         self.default_preset = preset
         self.key = secret
         self.rate, self.burst = rate, burst
@@ -180,7 +214,7 @@ class Server:
         self.pull_endpoint = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
         self.uploads: dict[str, Upload] = {}
         self.subs: dict[str, set[bytes]] = {}
-        self.worker: Worker | None = None
+        self.workers: dict[int, Worker] = {}  # device slot -> the worker running there
         self.previews: dict[str, tuple[dict[str, Any], list[Any]]] = {}
         self.buckets: dict[bytes, list[float]] = {}
         self.auth_notified: dict[bytes, float] = {}
@@ -224,12 +258,13 @@ class Server:
             self._event(job_id, {"event": "queue", "queue_position": self.positions[job_id], "reason": reason})
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.proc.terminate()
+        for worker in self.workers.values():
+            worker.proc.terminate()
+        for worker in self.workers.values():
             try:
-                self.worker.proc.wait(5)
+                worker.proc.wait(5)
             except subprocess.TimeoutExpired:
-                self.worker.proc.kill()
+                worker.proc.kill()
         if self.auth is not None:
             self.auth.stop()
         self.router.close()
@@ -362,21 +397,27 @@ class Server:
     def capabilities(self) -> dict[str, Any]:
         import pla4d
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if Path("/proc/driver/nvidia/version").exists() else "cpu"
+        device = "cuda" if any(d.startswith("cuda") for d in self.devices) else "cpu"
         return {
             "server": "pla4d-backend",
             "server_version": __version__,
             "engine_version": pla4d.__version__,
             "protocol": PROTOCOL_VERSION,
             "device": device,
-            "workers": 1,
+            "workers": len(self.devices),
+            "devices": list(self.devices),
             "presets": self.presets,
             "default_preset": self.default_preset,
             "kinds": {
                 "example": {"available": True},
                 "lift": {"available": True, "uploads": ["image", "mesh"], "mesh_extensions": list(MESH_EXTENSIONS)},
+                "video": {
+                    "available": True,
+                    "uploads": ["frames", "mesh"],
+                    "frames": "zip of RGBA PNGs",
+                    "mesh_required": True,
+                    "mesh_extensions": list(MESH_EXTENSIONS),
+                },
                 "text": {
                     "available": False,
                     "code": Code.MODEL_UNAVAILABLE,
@@ -468,6 +509,9 @@ class Server:
         if preset not in self.presets:
             raise ProtocolError(Code.BAD_REQUEST, f"unknown preset {preset[:64]!r}; choose one of {self.presets}")
         out: dict[str, Any] = {"preset": preset, "seed": _get(settings, "seed", int, 0, lambda v: 0 <= v < 2**31)}
+        fps = _get(settings, "fps", (int, float), None, lambda v: 1 <= v <= 240)
+        if fps is not None:
+            out["fps"] = float(fps)
         overrides = _get(settings, "overrides", dict, {})
         clean = {}
         for name, value in overrides.items():
@@ -517,20 +561,24 @@ class Server:
             raise ProtocolError(Code.UNSUPPORTED_KIND, f"unknown job kind {kind[:64]!r}; kinds: {list(KINDS)}")
         settings = self._settings(body)
         inputs: dict[str, Upload] = {}
-        if kind == "lift":
+        if kind in KIND_UPLOADS:
             uploads = _get(body, "uploads", dict)
-            for role in ("image", "mesh"):
+            if kind == "video" and uploads.get("mesh") is None:
+                raise ProtocolError(
+                    Code.MODEL_UNAVAILABLE,
+                    "a video without its first frame's mesh needs an image-to-mesh model, which this backend "
+                    "does not have yet; upload the mesh as uploads.mesh",
+                )
+            for role, (endings, what) in KIND_UPLOADS[kind].items():
                 uid = _get(uploads, role, str)
                 up = self.uploads.get(uid)
                 if up is None:
                     raise ProtocolError(Code.NOT_FOUND, f"no upload {uid[:64]!r} for {role}")
                 if not up.complete:
                     raise ProtocolError(Code.UPLOAD_INCOMPLETE, f"{role} upload has {up.received} of {up.size} bytes")
+                if not up.name.lower().endswith(endings):
+                    raise ProtocolError(Code.BAD_REQUEST, f"{role} must be {what} ({', '.join(endings)})")
                 inputs[role] = up
-            if not inputs["image"].name.lower().endswith(".png"):
-                raise ProtocolError(Code.BAD_REQUEST, "the image must be a PNG (RGBA, object matted)")
-            if not inputs["mesh"].name.lower().endswith(MESH_EXTENSIONS):
-                raise ProtocolError(Code.BAD_REQUEST, f"the mesh must be one of {MESH_EXTENSIONS}")
         if len(self.store.queued_ids()) >= self.max_queue:
             raise ProtocolError(Code.QUEUE_FULL, f"{self.max_queue} jobs queued already")
         request = {"kind": kind, "settings": settings}
@@ -544,8 +592,7 @@ class Server:
             os.replace(up.path, target)
             self._drop_upload(up.id)
             spec_inputs[role] = f"inputs/{role}{suffix}"
-        spec = {"kind": kind, "settings": settings, "inputs": spec_inputs, "device": self.device,
-                "default_preset": self.default_preset}  # fmt: skip
+        spec = {"kind": kind, "settings": settings, "inputs": spec_inputs, "default_preset": self.default_preset}
         (job_dir / "job.json").write_text(json.dumps(spec, indent=1))
         self.subs.setdefault(job["id"], set()).add(ident)
         self._update_positions(announce=False)
@@ -572,8 +619,9 @@ class Server:
             return {"job_id": job["id"], "state": "cancelled"}
         if job["state"] == "running":
             (self.data / "jobs" / job["id"] / "cancel").write_text("cancel\n")
-            if self.worker is not None and self.worker.job_id == job["id"] and self.worker.cancel_at is None:
-                self.worker.cancel_at = time.monotonic()
+            for worker in self.workers.values():
+                if worker.job_id == job["id"] and worker.cancel_at is None:
+                    worker.cancel_at = time.monotonic()
             return {"job_id": job["id"], "state": "cancelling"}
         return {"job_id": job["id"], "state": job["state"]}
 
@@ -669,38 +717,34 @@ class Server:
 
     def _update_positions(self, announce: bool = True) -> None:
         new = {job_id: i + 1 for i, job_id in enumerate(self.store.queued_ids())}
-        if self.worker is not None:
-            new[self.worker.job_id] = 0
+        for worker in self.workers.values():
+            new[worker.job_id] = 0
         for job_id, pos in new.items():
             if announce and self.positions.get(job_id) != pos and job_id in self.positions:
                 self._event(job_id, {"event": "queue", "queue_position": pos})
         self.positions = new
 
     def _schedule(self) -> None:
-        if self.worker is not None:
-            return
-        queued = self.store.queued_ids()
-        if not queued:
-            return
-        job_id = queued[0]
+        for slot, device in enumerate(self.devices):
+            if slot in self.workers:
+                continue
+            queued = self.store.queued_ids()
+            if not queued:
+                return
+            self._start_worker(slot, device, queued[0])
+
+    def _start_worker(self, slot: int, device: str, job_id: str) -> None:
         job = self.store.get(job_id)
         job_dir = self.data / "jobs" / job_id
         token = secrets.token_hex(16).encode()
         log = open(job_dir / "worker.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
-        cmd = [
-            sys.executable,
-            "-m",
-            "backend.worker",
-            str(job_dir),
-            self.pull_endpoint,
-            token.decode(),
-            str(os.getpid()),
-        ]
+        cmd = [sys.executable, "-m", "backend.worker", str(job_dir), self.pull_endpoint, token.decode(),
+               str(os.getpid()), device]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 cwd=str(Path(__file__).resolve().parents[1]))  # fmt: skip
         log.close()
-        self.worker = Worker(job_id, proc, token)
+        self.workers[slot] = Worker(job_id, proc, token, device)
         self.store.update(job_id, state="running", started=time.time(), attempts=job["attempts"] + 1)
         self._update_positions()
 
@@ -710,13 +754,16 @@ class Server:
                 frames = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if self.worker is None or len(frames) < 2 or frames[0].bytes != self.worker.token:
+            if len(frames) < 2:
+                continue
+            worker = next((w for w in self.workers.values() if w.token == frames[0].bytes), None)
+            if worker is None:
                 continue
             try:
                 from backend.protocol import unpack
 
                 event = unpack(frames[1].bytes, limit=64 << 20)
-                self._worker_event(self.worker.job_id, event, [f.buffer for f in frames[2:]])
+                self._worker_event(worker.job_id, event, [f.buffer for f in frames[2:]])
             except Exception:
                 traceback.print_exc()
 
@@ -736,27 +783,26 @@ class Server:
         self._event(job_id, event)
 
     def _check_worker(self) -> None:
-        w = self.worker
-        if w is None:
-            return
-        code = w.proc.poll()
-        if code is None:
-            if w.cancel_at is not None and w.cancel_at > 0 and time.monotonic() - w.cancel_at > 15:
-                w.proc.kill()  # did not stop at an iteration boundary in time
-            return
-        self._drain_worker()
-        job = self.store.get(w.job_id)
-        self.worker = None
-        if job is not None and job["state"] == "running":
-            if (self.data / "jobs" / w.job_id / "cancel").exists():
-                self._finish(w.job_id, "cancelled", {"reason": "worker stopped on cancel"})
-            else:
-                self._finish(
-                    w.job_id, "failed",
-                    {"code": Code.WORKER_CRASHED,
-                     "message": f"worker exited with status {code} without a result; see jobs/{w.job_id}/worker.log"},
-                )  # fmt: skip
-        self._update_positions()
+        for slot, w in list(self.workers.items()):
+            code = w.proc.poll()
+            if code is None:
+                if w.cancel_at is not None and w.cancel_at > 0 and time.monotonic() - w.cancel_at > 15:
+                    w.proc.kill()  # did not stop at an iteration boundary in time
+                continue
+            self._drain_worker()
+            job = self.store.get(w.job_id)
+            del self.workers[slot]
+            if job is not None and job["state"] == "running":
+                if (self.data / "jobs" / w.job_id / "cancel").exists():
+                    self._finish(w.job_id, "cancelled", {"reason": "worker stopped on cancel"})
+                else:
+                    self._finish(
+                        w.job_id, "failed",
+                        {"code": Code.WORKER_CRASHED,
+                         "message": f"worker exited with status {code} without a result; "
+                                    f"see jobs/{w.job_id}/worker.log"},
+                    )  # fmt: skip
+            self._update_positions()
 
 
 def keygen(out_dir: str, name: str) -> tuple[str, str]:
@@ -770,7 +816,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pla4d-backend", description="pla4d ZeroMQ job server (see docs/protocol.md)")
     p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint (default tcp://127.0.0.1:5555)")
     p.add_argument("--data-dir", default="pla4d-backend-data", help="job store and result files")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (passed to the engine)")
+    p.add_argument(
+        "--device", default="auto",
+        help="worker devices: auto (one worker per visible GPU, else one CPU worker), cpu, cuda:N, or a comma list "
+        "(cuda:0,cuda:1); each worker runs one job at a time",
+    )  # fmt: skip
     p.add_argument("--preset", default="draft", help="default quality preset for jobs that name none")
     p.add_argument("--secret-file", help="shared secret (HMAC-SHA256-signed envelopes); or $PLA4D_BACKEND_SECRET")
     p.add_argument("--curve-key", help="CurveZMQ server secret key file (from `pla4d-backend keygen`)")
@@ -811,7 +861,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     (Path(args.data_dir) / "endpoint").write_text(server.endpoint + "\n")
-    print(f"pla4d-backend {__version__} listening on {server.endpoint} (data {args.data_dir}, device {args.device},"
+    workers = ",".join(server.devices)
+    print(f"pla4d-backend {__version__} listening on {server.endpoint} (data {args.data_dir}, workers {workers},"
           f" auth {'hmac' if secret else 'none'}{'+curve' if args.curve_key else ''})", flush=True)  # fmt: skip
     try:
         server.serve_forever()

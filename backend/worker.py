@@ -1,4 +1,4 @@
-"""A job's worker process: ``python -m backend.worker JOB_DIR ENDPOINT TOKEN``.
+"""A job's worker process: ``python -m backend.worker JOB_DIR ENDPOINT TOKEN PARENT_PID DEVICE``.
 
 Reads ``JOB_DIR/job.json``, runs the engine and pushes events to the server over a ZeroMQ PUSH socket
 (``[token, envelope, *raw]``). Cancellation: the server creates ``JOB_DIR/cancel``; the engine polls it between
@@ -23,6 +23,38 @@ import zmq
 from backend.protocol import Code, array_frames, pack
 
 RESULT_DIR = "result"
+MAX_FRAMES = 1024
+MAX_FRAMES_BYTES = 4 << 30  # uncompressed, all frames together
+
+
+def extract_frames(archive: Path, dest: Path) -> Path:
+    """The PNG frames of an uploaded zip into ``dest`` (flat, by name), refusing anything else.
+
+    The zip comes from the network: members are checked before anything is written (only ``*.png`` files, no
+    paths that climb out, bounded count and uncompressed size, so a zip bomb is refused up front)."""
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"the frames upload is not a zip file: {exc}") from None
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        names = [Path(m.filename).name for m in members]
+        bad = [m.filename for m in members if not m.filename.lower().endswith(".png")]
+        if bad:
+            raise ValueError(f"the frames zip may hold PNG files only; found {bad[:3]}")
+        if len(members) < 2 or len(members) > MAX_FRAMES:
+            raise ValueError(f"the frames zip holds {len(members)} PNGs; give 2 to {MAX_FRAMES}")
+        if len(set(names)) != len(names):
+            raise ValueError("the frames zip holds two frames with the same file name")
+        if sum(m.file_size for m in members) > MAX_FRAMES_BYTES:
+            raise ValueError(f"the frames zip unpacks to more than {MAX_FRAMES_BYTES >> 30} GiB")
+        dest.mkdir(parents=True, exist_ok=True)
+        for member, name in zip(members, names, strict=True):
+            with zf.open(member) as src, open(dest / name, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    return dest
 
 
 def _die_with_parent() -> None:
@@ -125,17 +157,26 @@ def run_job(job_dir: Path, spec: dict[str, Any], rep: Reporter) -> dict[str, Any
         image, mesh = clip / "input" / "000.png", clip / "first_frame.glb"
     elif kind == "lift":
         image, mesh = job_dir / spec["inputs"]["image"], job_dir / spec["inputs"]["mesh"]
+    elif kind == "video":
+        frames_dir = job_dir / "inputs" / "frames"
+        if not (frames_dir / ".complete").exists():
+            shutil.rmtree(frames_dir, ignore_errors=True)
+            extract_frames(job_dir / spec["inputs"]["frames"], frames_dir)
+            (frames_dir / ".complete").write_text("ok\n")
+        mesh = job_dir / spec["inputs"]["mesh"]
     else:
         raise ValueError(f"job kind {kind!r} cannot run in this worker")
     if rep.should_cancel():
         raise Cancelled()
     out = job_dir / RESULT_DIR
-    if kind == "example":
+    if kind in ("example", "video"):
         from pla4d.pipeline import run_video_to_4d
 
+        frames = clip / "input" if kind == "example" else frames_dir
+        fps = float(settings.get("fps", 16.0 if kind == "example" else 8.0))
         # Video-to-4D with the engine's stage cache: a resumed job continues from its last finished stage.
         summary = run_video_to_4d(
-            clip / "input", mesh, out, preset, seed=seed, device=spec.get("device", "auto"), fps=16.0,
+            frames, mesh, out, preset, seed=seed, device=spec.get("device", "auto"), fps=fps,
             on_event=rep.emit, should_cancel=rep.should_cancel, show_progress=False,
         )  # fmt: skip
         return {"summary": _plain(summary), "manifest": file_manifest(out)}
@@ -151,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     job_dir, endpoint, token = Path(argv[0]), argv[1], argv[2].encode()
     parent = int(argv[3]) if len(argv) > 3 else os.getppid()
+    device = argv[4] if len(argv) > 4 else "auto"  # the server's device slot for this job
     _die_with_parent()
     if os.getppid() != parent:
         return 3
@@ -159,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         from pla4d.errors import Cancelled
 
         spec = json.loads((job_dir / "job.json").read_text())
+        spec["device"] = device
         try:
             result = run_job(job_dir, spec, rep)
         except Cancelled:

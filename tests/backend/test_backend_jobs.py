@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,10 @@ def test_hello_and_typed_errors(shared_backend):
             (lambda: c.status("0" * 16), "NOT_FOUND"),
             (lambda: c.request("status", {"job_id": 12}), "BAD_REQUEST"),
             (lambda: c.submit("text", prompt="a fox running"), "MODEL_UNAVAILABLE"),
-            (lambda: c.submit("video"), "UNSUPPORTED_KIND"),
+            (lambda: c.submit("hologram"), "UNSUPPORTED_KIND"),
+            (lambda: c.request("submit", {"kind": "video", "uploads": {"frames": "x"}}), "MODEL_UNAVAILABLE"),
+            (lambda: c.request("submit", {"kind": "video", "uploads": {"frames": 3, "mesh": "y"}}), "BAD_REQUEST"),
+            (lambda: c.submit("example", {"fps": 0}), "BAD_REQUEST"),
             (lambda: c.submit("example", {"preset": "nope"}), "BAD_REQUEST"),
             (lambda: c.submit("example", {"overrides": {"lr_means": 1.0}}), "BAD_REQUEST"),
             (lambda: c.submit("example", {"overrides": {"iterations": -3}}), "BAD_REQUEST"),
@@ -128,6 +133,56 @@ def test_lift_job_with_uploads(shared_backend, tmp_path):
     assert hashlib.sha256(mesh.read_bytes()).hexdigest().encode() in data
 
 
+def test_video_job_with_uploads(shared_backend, tmp_path):
+    clip = shared_backend.data_dir / "jobs" / shared_backend.job_id / "inputs" / "clip"
+    frames, mesh = clip / "input", clip / "first_frame.glb"
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("000.png", (frames / "000.png").read_bytes())
+        archive.writestr("../evil.sh", b"echo hi")
+    with Client(shared_backend.endpoint, timeout=60) as c:
+        with pytest.raises(BackendError, match="BAD_REQUEST"):  # frames must come as a zip
+            c.submit("video", TINY, frames=frames / "000.png", mesh=mesh)
+        job = c.submit("video", {**TINY, "fps": 12}, frames=frames, mesh=mesh)  # the folder is zipped and sent
+        events = list(c.follow(job["job_id"], timeout=120))
+        assert events[-1]["event"] == "done", events[-1]
+        summary = json.loads(c.fetch_bytes(job["job_id"], "summary.json"))
+        assert summary["frames"] == len(list(frames.glob("*.png")))
+        asset = json.loads(c.fetch_bytes(job["job_id"], "asset/asset.json"))
+        assert asset["fps"] == 12
+        refused = c.submit("video", TINY, frames=bad, mesh=mesh)
+        final = list(c.follow(refused["job_id"], timeout=120))[-1]
+        assert final["event"] == "failed" and final["code"] == "INVALID_INPUT" and "PNG" in final["message"]
+    job_dir = shared_backend.data_dir / "jobs" / job["job_id"]
+    assert sorted(p.name for p in (job_dir / "inputs" / "frames").glob("*.png")) == sorted(
+        p.name for p in frames.glob("*.png")
+    )
+    assert not (shared_backend.data_dir / "jobs" / refused["job_id"] / "evil.sh").exists()
+
+
+def test_upload_resumes_after_disconnect(shared_backend, tmp_path):
+    data = bytes(range(256)) * (5 * 4096 + 7)  # ~5.1 MiB: six 1 MiB chunks
+    seen: list[tuple[str, int]] = []
+
+    def crash_after_two(uid, received, size):
+        seen.append((uid, received))
+        if len(seen) == 2:
+            raise ConnectionError("simulated client crash")
+
+    with Client(shared_backend.endpoint, timeout=30) as c:
+        with pytest.raises(ConnectionError):
+            c.upload(data, "big.png", on_chunk=crash_after_two)
+    uid, received = seen[-1]
+    resumed: list[int] = []
+    with Client(shared_backend.endpoint, timeout=30) as c:  # a new connection (new identity)
+        assert c.upload(data, "big.png", resume=uid, on_chunk=lambda u, r, n: resumed.append(r)) == uid
+        assert resumed[0] == received + (1 << 20) and resumed[-1] == len(data)
+        assert len(resumed) == -(-(len(data) - received) // (1 << 20))
+        # An unknown id (expired, or discarded) starts a new upload instead of failing.
+        assert c.upload(b"abc", "x.png", resume="0" * 32) != uid
+    assert (shared_backend.data_dir / "uploads" / f"{uid}.part").read_bytes() == data
+
+
 def test_cancel_early_queued_and_during_training(shared_backend):
     with Client(shared_backend.endpoint, timeout=60) as c:
         early = c.submit("example", long_settings())
@@ -188,3 +243,31 @@ def test_kill9_mid_job_then_restart(backend_factory, tmp_path):
         assert status["state"] == "failed" and status["error"]["code"] == "INTERRUPTED"
         assert c.status(finished["job_id"])["state"] == "done"
     assert _tree(result) == before
+
+
+def test_two_workers_run_jobs_side_by_side(backend_factory):
+    backend = backend_factory("--device", "cpu,cpu", "--rate", "0")
+    with Client(backend.endpoint, timeout=60) as c:
+        caps = c.hello()
+        assert caps["workers"] == 2 and caps["devices"] == ["cpu", "cpu"]
+        jobs = [c.submit("example", long_settings())["job_id"] for _ in range(3)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = [c.status(j) for j in jobs]
+            if [s["state"] for s in states] == ["running", "running", "queued"]:
+                break
+            time.sleep(0.2)
+        assert [s["state"] for s in states] == ["running", "running", "queued"], states
+        assert [s["queue_position"] for s in states] == [0, 0, 1]
+        for job_id in jobs[:2]:  # both really train at once
+            _wait_for(c, job_id, "progress")
+        assert len(worker_pids(backend.data_dir)) == 2
+        c.cancel(jobs[0])
+        assert list(c.follow(jobs[0], timeout=60))[-1]["event"] == "cancelled"
+        deadline = time.monotonic() + 30
+        while c.status(jobs[2])["state"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.status(jobs[2])["state"] == "running"  # the freed slot took the queued job
+        for job_id in jobs[1:]:
+            c.cancel(job_id)
+            assert list(c.follow(job_id, timeout=60))[-1]["event"] == "cancelled"

@@ -113,3 +113,18 @@ def test_console_routes_engine_commands():
     out = subprocess.run([sys.executable, "-m", "backend.console", "jobs", "--server", "tcp://127.0.0.1:9",
                           "--timeout", "0.3"], capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert out.returncode == 2 and out.stderr.strip().startswith("pla4d: error: TIMEOUT")
+
+
+def test_device_slots(monkeypatch):
+    from backend.server import resolve_devices
+
+    assert resolve_devices("cpu") == ["cpu"]
+    assert resolve_devices("cuda,cuda:3") == ["cuda:0", "cuda:3"]
+    assert resolve_devices(" cpu , cpu ") == ["cpu", "cpu"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert resolve_devices("auto") == ["cuda:0", "cuda:1"]  # one worker per visible GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert resolve_devices("auto") == ["cpu"]
+    for bad in ("", "gpu", "cuda:x", "auto,cpu"):
+        with pytest.raises(ValueError):
+            resolve_devices(bad)
