@@ -136,6 +136,18 @@ def test_curve_keys(backend_factory, tmp_path):
         with pytest.raises(BackendError, match="TIMEOUT"):
             c.hello()
 
+    # --curve-clients: only the client public keys in that folder get in.
+    allowed_public, allowed_secret = keygen(str(tmp_path / "clients"), "artist")
+    _, stranger_secret = keygen(str(tmp_path / "others"), "stranger")
+    locked = backend_factory("--curve-key", secret, "--curve-clients", str(tmp_path / "clients"), name="locked")
+    with Client(locked.endpoint, curve_server_key=server_key, curve_keypair=zmq.auth.load_certificate(allowed_secret),
+                timeout=5) as c:  # fmt: skip
+        assert c.hello()["auth"]["curve"] is True
+    for keypair in (zmq.auth.load_certificate(stranger_secret), None):  # a known-unknown key; a fresh random one
+        with Client(locked.endpoint, curve_server_key=server_key, curve_keypair=keypair, timeout=1.5) as c:
+            with pytest.raises(BackendError, match="TIMEOUT"):
+                c.hello()
+
 
 def _clients_run(backend, n_clients: int, n_jobs: int) -> None:
     with Client(backend.endpoint, timeout=60) as boss:
