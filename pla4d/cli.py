@@ -83,6 +83,8 @@ def _preset(args: argparse.Namespace):
         changes["batch_views"] = 0
     if changes:
         preset = preset.replace_static(**changes)
+    if getattr(args, "no_first_frame_consistency", False):
+        preset = preset.replace_motion(first_frame_consistency=False)
     if getattr(args, "no_focal_alignment", False):
         import dataclasses
 
@@ -151,6 +153,11 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--no-focal-alignment", action="store_true", help="ablation: keep the initial fov (49.1 degrees)"
     )
     parser.add_argument("--no-contrastive", action="store_true", help="ablation: front view only, no GS-mesh views")
+    parser.add_argument(
+        "--no-first-frame-consistency",
+        action="store_true",
+        help="ablation: the 4D stage without eq. 10's first-frame consistency term",
+    )
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:

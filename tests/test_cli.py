@@ -43,3 +43,17 @@ def test_build_addon_zip(tmp_path):
     assert path.is_file()
     with zipfile.ZipFile(path) as archive:
         assert {"blender_manifest.toml", "__init__.py"} <= set(archive.namelist())
+
+
+def test_ablation_flags_reach_the_preset():
+    from pla4d.cli import _preset, build_parser
+
+    parser = build_parser()
+    plain = _preset(parser.parse_args(["eval", "clip"]))
+    assert plain.motion.first_frame_consistency and plain.static.batch_views > 0 and plain.focal.enabled
+    ablated = _preset(
+        parser.parse_args(["eval", "clip", "--no-first-frame-consistency", "--no-contrastive", "--no-focal-alignment"])
+    )
+    assert not ablated.motion.first_frame_consistency
+    assert ablated.static.batch_views == 0 and not ablated.focal.enabled
+    assert ablated.motion.iterations == plain.motion.iterations  # nothing else changed
