@@ -204,6 +204,22 @@ def test_cancel_early_queued_and_during_training(shared_backend):
             c.status(job["job_id"])
 
 
+@pytest.mark.parametrize("stage", ["focal", "motion", "asset", "exports"])
+def test_cancel_in_each_engine_stage(shared_backend, stage):
+    """(example and static3d: the test above.) The engine polls between iterations and between stages."""
+    with Client(shared_backend.endpoint, timeout=60) as c:
+        job = c.submit("example", TINY)
+        seen = []
+        for event in c.follow(job["job_id"], timeout=120):
+            seen.append(event)
+            if event["event"] == "stage_started" and event["stage"] == stage:
+                assert c.cancel(job["job_id"])["state"] == "cancelling"
+        assert seen[-1]["event"] == "cancelled", [e["event"] for e in seen]
+        assert c.status(job["job_id"])["state"] == "cancelled"
+        with pytest.raises(BackendError, match="NOT_READY"):
+            c.manifest(job["job_id"])
+
+
 def _tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
