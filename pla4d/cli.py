@@ -126,6 +126,13 @@ def _eval(args: argparse.Namespace) -> int:
 
     if not Path(args.clip).is_dir():
         raise UserError(f"clip folder not found: {args.clip}")
+    if args.prompt is not None and not (Path(args.clip) / "cameras.json").is_file():
+        # A run folder (pla4d run / generate): CLIP score of its 4D asset against the prompt.
+        from pla4d.clipscore import score_run
+
+        print(json.dumps(score_run(args.clip, args.prompt, args.clip_model, args.device if args.device != "auto"
+                                   else "cpu", views=args.clip_views)), flush=True)  # fmt: skip
+        return 0
     records = evaluate_clip(
         args.clip,
         _preset(args),
@@ -137,10 +144,83 @@ def _eval(args: argparse.Namespace) -> int:
         lpips_net=args.lpips_net,
         method=args.method,
         save_renders=args.save_renders,
+        prompt=args.prompt,
+        clip_model=args.clip_model,
     )
     for record in records:
         print(json.dumps(record), flush=True)
     return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from pla4d.generate import run_generate
+
+    preset = _preset(args)
+    video_changes = {}
+    for name, value in (("num_frames", args.frames), ("steps", args.steps), ("negative_prompt", args.negative_prompt),
+                        ("width", args.width), ("height", args.height)):  # fmt: skip
+        if value is not None:
+            video_changes[name] = value
+    if args.no_prompt_suffix:
+        video_changes["use_prompt_suffix"] = False
+    if video_changes:
+        preset = preset.replace_video(**video_changes)
+    if args.mesh_command_cwd:
+        preset = preset.replace_mesh(command_cwd=args.mesh_command_cwd)
+    models = {"video": args.video_model, "matte": args.matte_session, "mesh": args.mesh_model,
+              "mesh_command": args.mesh_command}  # fmt: skip
+    if args.guidance_model is not None:
+        models["guidance"] = None if args.guidance_model.lower() == "none" else args.guidance_model
+    summary = run_generate(
+        args.prompt, args.out, preset, seed=args.seed, device=args.device, video=args.video, image=args.image,
+        mesh=args.mesh, force=args.force or (), models=models,
+    )  # fmt: skip
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pla4d.models import KNOWN, needed_models
+    from pla4d.models.registry import describe, pull, spec_for, verify
+
+    def chosen() -> list:
+        if args.ids:
+            kinds = {s.id: s.kind for s in KNOWN.values()}
+            return [KNOWN.get(i) or spec_for(i, kinds.get(i, "text-to-video")) for i in args.ids]
+        if args.preset:
+            from pla4d.config import get_preset
+
+            return needed_models(get_preset(args.preset))
+        return list(KNOWN.values())
+
+    if args.action == "list":
+        rows = [describe(spec) for spec in chosen()]
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        for row in rows:
+            state = "installed" if row["installed"] else "missing  "
+            extra = " (optional)" if row["optional"] else ""
+            print(f"{state}  {row['id']:<36} {row['kind']:<14} {row['size']:<24} {row['licence']}{extra}")
+            print(f"           {row['purpose']}; {row['location']}")
+        return 0
+    if args.action == "pull":
+        if not args.ids and not args.preset:
+            raise UserError("name the models to pull (ids or rembg session names), or --preset P for a preset's")
+        for spec in chosen():
+            print(f"pulling {spec.id} ({spec.size}) ...", file=sys.stderr, flush=True)
+            try:
+                where = pull(spec)
+            except (OSError, RuntimeError) as exc:  # network errors, repository not found, disk full
+                raise UserError(f"could not pull {spec.id}: {exc}") from None
+            print(json.dumps({"id": spec.id, "path": str(where)}), flush=True)
+        return 0
+    status = 0
+    for spec in chosen() if (args.ids or args.preset) else [s for s in KNOWN.values() if describe(s)["installed"]]:
+        result = verify(spec)
+        print(json.dumps(result), flush=True)
+        status = status if result["ok"] else 1
+    return status
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -225,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the method on CLIP_DIR's input/ frames and first_frame mesh, then score every novel view. "
         "Prints one JSON line per method.",
     )
-    evaluate.add_argument("clip", help="clip folder (cameras.json, input/, novel/, first_frame.glb)")
+    evaluate.add_argument("clip", help="clip folder (cameras.json, input/, novel/, first_frame.glb), or with --prompt "
+                          "a run folder")  # fmt: skip
     evaluate.add_argument("--frames", default="0", help="frames to score: 0 (default), a list 0,8,16, or all")
     evaluate.add_argument("--baseline", action="store_true", help="also score the static baseline (GT frame 0)")
     evaluate.add_argument("--out", default=None, help="where the run and pictures go (default: out/eval/CLIP/PRESET)")
@@ -235,8 +316,63 @@ def build_parser() -> argparse.ArgumentParser:
         "static: the static stage only (its model is scored at every frame)"
     )  # fmt: skip
     evaluate.add_argument("--save-renders", default=None, help="write every scored render as DIR/<azimuth>/NNN.png")
+    evaluate.add_argument("--prompt", default=None, help="also the CLIP score against this text; with a run folder "
+                          "instead of a clip, only the CLIP score of its 4D asset")  # fmt: skip
+    evaluate.add_argument("--clip-model", default="openai/clip-vit-large-patch14", help="CLIP model id or folder")
+    evaluate.add_argument("--clip-views", type=int, default=8, help="azimuths rendered for the CLIP score of a run")
     _add_training_options(evaluate)
     evaluate.set_defaults(handler=_eval)
+
+    generate = sub.add_parser(
+        "generate",
+        help="text to 4D: video, matte, mesh, focal, static 3D, 4D, export, with the stage cache",
+        description="Generate a 4D asset from a prompt (or start from your own --video / --image / --mesh). Every "
+        "stage is cached in --out; models are checked before any work starts (`pla4d models list`). "
+        "See docs/text-to-4d.md.",
+    )
+    generate.add_argument("prompt", nargs="?", default=None, help='the text, e.g. "a panda dancing"')
+    generate.add_argument("--out", required=True, help="run folder")
+    generate.add_argument("--video", default=None, help="your own video (file or folder of frames) instead of text")
+    generate.add_argument("--image", default=None, help="the image-to-mesh input instead of frame 1 (with --video)")
+    generate.add_argument("--mesh", default=None, help="your own mesh (+Y up, facing +Z) instead of image-to-mesh")
+    generate.add_argument("--video-model", default=None, help="text-to-video model id or folder (preset's)")
+    generate.add_argument("--matte-session", default=None, help="rembg session (u2net, isnet-general-use, ...)")
+    generate.add_argument("--mesh-model", default=None, help="image-to-mesh model id or folder (preset's)")
+    generate.add_argument("--mesh-command", default=None, help="external image-to-mesh command template "
+                          "({image}, {outdir}, {mesh}; docs/text-to-4d.md)")  # fmt: skip
+    generate.add_argument("--mesh-command-cwd", default=None, help="working folder of --mesh-command")
+    generate.add_argument("--guidance-model", default=None, help="Zero123 model id or folder for the 4D stage, "
+                          "or none")  # fmt: skip
+    generate.add_argument("--frames", type=int, default=None, help="video frames (preset's)")
+    generate.add_argument("--steps", type=int, default=None, help="text-to-video sampling steps (preset's)")
+    generate.add_argument("--width", type=int, default=None, help="video width (preset's)")
+    generate.add_argument("--height", type=int, default=None, help="video height (preset's)")
+    generate.add_argument("--negative-prompt", default=None, help="text-to-video negative prompt (preset's)")
+    generate.add_argument(
+        "--no-prompt-suffix",
+        action="store_true",
+        help="do not add the single-centred-object, plain-background suffix to the prompt",
+    )
+    generate.add_argument(
+        "--force",
+        action="append",
+        choices=["video", "matte", "mesh", "static", "motion", "asset", "exports"],
+        help="redo this stage (and the ones after it) even if cached",
+    )
+    _add_training_options(generate)
+    generate.set_defaults(handler=_generate)
+
+    models = sub.add_parser(
+        "models",
+        help="the models the presets need: list (size, licence, cache location), pull (download), verify (hashes)",
+        description="list: every known model (or a preset's, or the named ones) and whether it is installed; "
+        "pull: download into the Hugging Face cache / rembg folder (needs network); verify: re-hash files.",
+    )
+    models.add_argument("action", choices=["list", "pull", "verify"])
+    models.add_argument("ids", nargs="*", help="model ids, local folders or rembg session names")
+    models.add_argument("--preset", default=None, help="the models this preset needs")
+    models.add_argument("--json", action="store_true", help="list as JSON")
+    models.set_defaults(handler=_models)
 
     bench = sub.add_parser("bench", help="benchmarks (e.g. `pla4d bench raster --help`)", add_help=False)
     bench.add_argument("what", choices=["raster"], help="which benchmark")

@@ -128,12 +128,89 @@ class MotionConfig:
         return self.iterations
 
 
+# ----------------------------------------------------------------------------- the text front end (issue 7)
+# Defaults of the models each stage loads by id; pla4d/models/registry.py describes them (size, licence).
+DEFAULT_VIDEO_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+DEFAULT_MATTE_SESSION = "isnet-general-use"
+DEFAULT_MESH_MODEL = "openai/shap-e-img2img"
+DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
+# The paper's front-view assumption (section 3.3): the video shows one object, whole, centred, from the front.
+DEFAULT_PROMPT_SUFFIX = (
+    ", a single object, whole body in view, centered, front view, static camera, plain white background"
+)
+DEFAULT_NEGATIVE_PROMPT = (
+    "cropped, cut off, multiple objects, crowd, cluttered background, scene, text, watermark, camera motion, "
+    "zoom, blurry, low quality, deformed"
+)
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Text-to-video (paper section 3.2, stage I): a diffusers pipeline chosen by model id."""
+
+    model: str = DEFAULT_VIDEO_MODEL
+    num_frames: int = 33  # frames kept; the model may need more (Wan: 4k + 1) and the extra ones are dropped
+    width: int = 832
+    height: int = 480
+    steps: int = 50
+    guidance_scale: float = 5.0
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    prompt_suffix: str = DEFAULT_PROMPT_SUFFIX
+    use_prompt_suffix: bool = True
+    fps: float = 16.0  # the frame rate the model was trained at (Wan: 16)
+    # CUDA: "bf16" / "fp16" / "fp32"; the CPU always runs float32. "model" offload moves each sub-model to the
+    # GPU only while it runs (accelerate), "sequential" streams layer by layer (slow, least VRAM), "none" keeps
+    # the whole pipeline on the GPU.
+    dtype: str = "bf16"
+    cpu_offload: str = "model"
+    vae_tiling: bool = True  # decode the video latents in tiles (less VRAM at the decode, same result up to seams)
+
+
+@dataclass(frozen=True)
+class MatteConfig:
+    """Background removal and framing (paper appendix A.1: rembg)."""
+
+    session: str = DEFAULT_MATTE_SESSION  # rembg session name: u2net, u2netp, isnet-general-use, birefnet-general...
+    size: int = 256  # frames are written square, size x size pixels
+    # The object's larger side in frame 1 takes this fraction of the frame (DreamGaussian/Zero123's 0.8); one
+    # transform for the whole clip, so motion and size changes survive; shrunk if a later frame would not fit.
+    fill: float = 0.8
+    keep_largest: bool = True  # keep the largest connected component of the mask (drops stray blobs)
+    fill_holes_fraction: float = 0.002  # holes smaller than this fraction of the frame are filled
+    alpha_threshold: float = 0.5  # the mask that the clean-up and framing use (alpha itself stays soft)
+    reframe: bool = True  # off: square frames keep their framing (they already follow the convention)
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Frame 1 -> mesh (the paper uses CRM). ``model``: a model id for the in-process adapter (Shap-E),
+    or ``"external"`` with ``command`` a template (see docs/text-to-4d.md)."""
+
+    model: str = DEFAULT_MESH_MODEL
+    command: str | None = None  # external adapter: e.g. "python run.py --input {image} --output {mesh}"
+    command_cwd: str | None = None  # the external command's working folder (e.g. its repository checkout)
+    command_timeout_s: float = 1800.0
+    # The model's up axis ("y" or "z"); None: the adapter's own (Shap-E: z, external commands and files: y).
+    up: str | None = None
+    steps: int = 64  # Shap-E's sampling steps (its default)
+    guidance_scale: float = 3.0
+    grid_size: int = 128  # marching-cubes grid of the in-process decoder
+    dtype: str = "fp16"  # on CUDA
+    # How the model's output is turned into the project's frame (+Y up, front +Z): "auto" tries the four
+    # turns about +Y and keeps the one whose focal-aligned front view matches frame 1 best.
+    orient: str = "auto"
+    image_size: int = 256  # the matted frame 1 is given to the model at this size
+
+
 @dataclass(frozen=True)
 class PresetConfig:
     name: str
     focal: FocalConfig = field(default_factory=FocalConfig)
     static: StaticConfig = field(default_factory=StaticConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    matte: MatteConfig = field(default_factory=MatteConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -156,6 +233,23 @@ class PresetConfig:
         if unknown:
             raise ValueError(f"unknown motion settings: {sorted(unknown)}")
         return dataclasses.replace(self, motion=dataclasses.replace(self.motion, **changes))
+
+    def replace_video(self, **changes: Any) -> PresetConfig:
+        """A copy with some text-to-video settings changed (checked against the known fields)."""
+        return dataclasses.replace(self, video=_replace_checked(self.video, changes, "video"))
+
+    def replace_matte(self, **changes: Any) -> PresetConfig:
+        return dataclasses.replace(self, matte=_replace_checked(self.matte, changes, "matte"))
+
+    def replace_mesh(self, **changes: Any) -> PresetConfig:
+        return dataclasses.replace(self, mesh=_replace_checked(self.mesh, changes, "mesh"))
+
+
+def _replace_checked(config: Any, changes: dict[str, Any], what: str) -> Any:
+    unknown = set(changes) - {f.name for f in dataclasses.fields(config)}
+    if unknown:
+        raise ValueError(f"unknown {what} settings: {sorted(unknown)}")
+    return dataclasses.replace(config, **changes)
 
 
 PRESETS: dict[str, PresetConfig] = {
@@ -188,6 +282,10 @@ PRESETS: dict[str, PresetConfig] = {
             channels=16,
             view_pool=24,
         ),
+        # Short and small: 17 frames at Wan's 480p, 30 steps (a few minutes on a 24 GB card).
+        video=VideoConfig(num_frames=17, steps=30),
+        matte=MatteConfig(session="u2net", size=256),
+        mesh=MeshConfig(steps=32, grid_size=96),
     ),
     "standard": PresetConfig(
         name="standard",
@@ -213,8 +311,18 @@ PRESETS: dict[str, PresetConfig] = {
             perceptual_max_size=128,
             channels=32,
         ),
+        video=VideoConfig(num_frames=33, steps=50),
+        matte=MatteConfig(session="isnet-general-use", size=256),
+        mesh=MeshConfig(),
     ),
-    "paper": PresetConfig(name="paper"),
+    # Appendix A.1: 8 frames at 512 x 512 (KandinskyVideo there; Wan's nearest valid count, 9, is generated and
+    # the first 8 kept), rembg, the first frame's foreground to the image-to-mesh model.
+    "paper": PresetConfig(
+        name="paper",
+        video=VideoConfig(num_frames=8, width=512, height=512, steps=50),
+        matte=MatteConfig(session="isnet-general-use", size=512),
+        mesh=MeshConfig(image_size=256),
+    ),
 }
 
 

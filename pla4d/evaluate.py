@@ -136,9 +136,18 @@ def evaluate_clip(
     lpips_net: str = "alex",
     method: str = "4d",
     save_renders: str | Path | None = None,
+    prompt: str | None = None,
+    clip_model: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Score the method (and optionally the static baseline) on ``clip_dir``; one record per method."""
+    """Score the method (and optionally the static baseline) on ``clip_dir``; one record per method.
+    With ``prompt``, the record also holds the CLIP score of the novel-view renders (model loaded first)."""
     clip = load_clip(clip_dir)
+    clip_scorer = None
+    if prompt is not None:
+        from pla4d.clipscore import ClipScorer
+        from pla4d.config import DEFAULT_CLIP_MODEL
+
+        clip_scorer = ClipScorer.load(clip_model or DEFAULT_CLIP_MODEL, pick_device(device))
     frame_ids = parse_frames(frames, clip.n_frames)
     views = clip.novel_views
     if not views:
@@ -203,6 +212,11 @@ def evaluate_clip(
             **(geometry or {}),
         }
     )
+    if clip_scorer is not None:
+        images = torch.stack([composite_on_white(renders[v][t]) for v in views for t in frame_ids])
+        records[-1].update(
+            clip_score=float(clip_scorer.scores(images, prompt or "").mean()), clip_model=clip_scorer.name
+        )
     middle = frame_ids[len(frame_ids) // 2]
     _write_side_by_side(out / "side_by_side.png", views, truth, {v: renders[v][middle] for v in views}, middle)
     if save_renders is not None:

@@ -70,7 +70,7 @@ def _quiet_progress_bars() -> Iterator[None]:
 
 
 def _install_hint(model_id: str) -> str:
-    return f"run `hf download {model_id}` (huggingface_hub's CLI; or `pla4d models pull`, coming)"
+    return f"run `pla4d models pull {model_id}` (or `hf download {model_id}`, huggingface_hub's CLI)"
 
 
 def _missing_message(model_id: str, what: str = "") -> str:
