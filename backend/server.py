@@ -70,6 +70,14 @@ OVERRIDES: dict[str, tuple[type | tuple[type, ...], float, float]] = {
     "densify_every": (int, 1, 100_000),
 }
 EXAMPLE_LIMITS = {"frames": (1, 64, 8), "resolution": (16, 512, 128), "supersample": (1, 4, 2)}
+# Text jobs (settings.generate): the video's frame count / size / denoising steps, the matte size and the image-to-mesh
+# model's steps and grid; absent ones keep the preset's values.
+GENERATE_LIMITS = {
+    "frames": (2, 129), "width": (64, 1920), "height": (64, 1920), "steps": (1, 200), "matte_size": (32, 1024),
+    "mesh_steps": (1, 256), "mesh_grid": (16, 512),
+}  # fmt: skip
+MODEL_ROLES = ("video", "matte", "mesh", "mesh_command", "guidance")
+MODELS_CHECK_TTL_S = 30.0
 
 
 def _loopback(endpoint: str) -> bool:
@@ -165,6 +173,7 @@ class Server:
         max_queue: int = 256,
         max_attempts: int = 2,
         insecure: bool = False,
+        models: dict[str, str] | None = None,
     ):
         from pla4d.config import PRESETS  # light: dataclasses only, no torch
 
@@ -180,6 +189,11 @@ class Server:
         (self.data / "jobs").mkdir(parents=True, exist_ok=True)
         (self.data / "uploads").mkdir(parents=True, exist_ok=True)
         self.devices = resolve_devices(device)
+        self.models = dict(models or {})
+        unknown = set(self.models) - set(MODEL_ROLES)
+        if unknown:
+            raise ValueError(f"unknown model roles {sorted(unknown)}; use {', '.join(MODEL_ROLES)}")
+        self._models_checked: dict[tuple[str, bool], tuple[float, str | None]] = {}
         self.default_preset = preset
         self.key = secret
         self.rate, self.burst = rate, burst
@@ -394,6 +408,45 @@ class Server:
         )  # fmt: skip
         return out
 
+    def _models_missing(self, preset_name: str, text: bool) -> str | None:
+        """None when the models a text job (``text``) or a video job without a mesh need are here, else the
+        registry's message naming them and the pull command. Checked on disk only, cached for a few seconds."""
+        key = (preset_name, text)
+        now = time.monotonic()
+        cached = self._models_checked.get(key)
+        if cached is not None and now - cached[0] < MODELS_CHECK_TTL_S:
+            return cached[1]
+        from pla4d.config import get_preset
+        from pla4d.errors import MissingWeightsError
+        from pla4d.models import apply_models, needed_models, require
+
+        preset = apply_models(get_preset(preset_name), self.models)
+        try:
+            require(needed_models(preset, video=text, matte=text, guidance=False))
+            message = None
+        except MissingWeightsError as exc:
+            message = str(exc)
+        self._models_checked[key] = (now, message)
+        return message
+
+    @staticmethod
+    def _kind_status(missing: str | None) -> dict[str, Any]:
+        if missing is None:
+            return {"available": True}
+        return {"available": False, "code": Code.MODEL_UNAVAILABLE, "message": missing}
+
+    def _model_ids(self) -> dict[str, str | None]:
+        from pla4d.config import get_preset
+        from pla4d.models import apply_models
+
+        preset = apply_models(get_preset(self.default_preset), self.models)
+        return {
+            "text_to_video": preset.video.model,
+            "matting": preset.matte.session,
+            "image_to_mesh": preset.mesh.command if preset.mesh.model == "external" else preset.mesh.model,
+            "guidance": preset.motion.guidance_model,
+        }
+
     def capabilities(self) -> dict[str, Any]:
         import pla4d
 
@@ -415,16 +468,12 @@ class Server:
                     "available": True,
                     "uploads": ["frames", "mesh"],
                     "frames": "zip of RGBA PNGs",
-                    "mesh_required": True,
+                    "mesh_required": self._models_missing(self.default_preset, text=False) is not None,
                     "mesh_extensions": list(MESH_EXTENSIONS),
                 },
-                "text": {
-                    "available": False,
-                    "code": Code.MODEL_UNAVAILABLE,
-                    "message": "text-to-video is not available in this backend yet",
-                },
+                "text": self._kind_status(self._models_missing(self.default_preset, text=True)),
             },  # fmt: skip
-            "models": {"text_to_video": None, "image_to_mesh": None},
+            "models": self._model_ids(),
             "overrides": sorted(OVERRIDES),
             "limits": {
                 "max_message_bytes": MAX_MESSAGE_BYTES,
@@ -549,27 +598,43 @@ class Server:
         if unknown:
             raise ProtocolError(Code.BAD_REQUEST, f"unknown example settings {sorted(map(str, unknown))[:4]}")
         out["example"] = ex
+        generate = _get(settings, "generate", dict, {})
+        unknown = set(generate) - set(GENERATE_LIMITS)
+        if unknown:
+            raise ProtocolError(Code.BAD_REQUEST, f"unknown generate settings {sorted(map(str, unknown))[:4]}")
+        gen = {}
+        for name, (lo, hi) in GENERATE_LIMITS.items():
+            value = _get(generate, name, int, None, lambda v, lo=lo, hi=hi: lo <= v <= hi)
+            if value is not None:
+                gen[name] = value
+        if gen:
+            out["generate"] = gen
         return out
 
     def _on_submit(self, ident, body, raw, id_):
         self._no_raw(raw)
         kind = _get(body, "kind", str)
-        if kind == "text":
-            _get(body, "prompt", str, check=lambda v: 0 < len(v) <= 2000)
-            raise ProtocolError(Code.MODEL_UNAVAILABLE, "text-to-video is not available in this backend yet")
         if kind not in KINDS:
             raise ProtocolError(Code.UNSUPPORTED_KIND, f"unknown job kind {kind[:64]!r}; kinds: {list(KINDS)}")
+        prompt = None
+        if kind == "text":
+            prompt = _get(body, "prompt", str, check=lambda v: 0 < len(v.strip()) and len(v) <= 2000).strip()
         settings = self._settings(body)
+        if kind == "text" and (missing := self._models_missing(settings["preset"], text=True)) is not None:
+            raise ProtocolError(Code.MODEL_UNAVAILABLE, missing)
         inputs: dict[str, Upload] = {}
         if kind in KIND_UPLOADS:
             uploads = _get(body, "uploads", dict)
+            roles = dict(KIND_UPLOADS[kind])
             if kind == "video" and uploads.get("mesh") is None:
-                raise ProtocolError(
-                    Code.MODEL_UNAVAILABLE,
-                    "a video without its first frame's mesh needs an image-to-mesh model, which this backend "
-                    "does not have yet; upload the mesh as uploads.mesh",
-                )
-            for role, (endings, what) in KIND_UPLOADS[kind].items():
+                missing = self._models_missing(settings["preset"], text=False)
+                if missing is not None:
+                    raise ProtocolError(
+                        Code.MODEL_UNAVAILABLE, "a video without its first frame's mesh needs the image-to-mesh "
+                        f"model (or upload the mesh as uploads.mesh): {missing}",
+                    )  # fmt: skip
+                roles.pop("mesh")
+            for role, (endings, what) in roles.items():
                 uid = _get(uploads, role, str)
                 up = self.uploads.get(uid)
                 if up is None:
@@ -581,7 +646,7 @@ class Server:
                 inputs[role] = up
         if len(self.store.queued_ids()) >= self.max_queue:
             raise ProtocolError(Code.QUEUE_FULL, f"{self.max_queue} jobs queued already")
-        request = {"kind": kind, "settings": settings}
+        request = {"kind": kind, "settings": settings, "prompt": prompt}
         job = self.store.create(kind, request)
         job_dir = self.data / "jobs" / job["id"]
         (job_dir / "inputs").mkdir(parents=True)
@@ -592,7 +657,8 @@ class Server:
             os.replace(up.path, target)
             self._drop_upload(up.id)
             spec_inputs[role] = f"inputs/{role}{suffix}"
-        spec = {"kind": kind, "settings": settings, "inputs": spec_inputs, "default_preset": self.default_preset}
+        spec = {"kind": kind, "settings": settings, "inputs": spec_inputs, "default_preset": self.default_preset,
+                "prompt": prompt, "models": self.models}  # fmt: skip
         (job_dir / "job.json").write_text(json.dumps(spec, indent=1))
         self.subs.setdefault(job["id"], set()).add(ident)
         self._update_positions(announce=False)
@@ -828,6 +894,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=500.0, help="messages per second per client (0: unlimited)")
     p.add_argument("--burst", type=float, default=1000.0, help="rate-limit burst size")
     p.add_argument("--max-upload-mb", type=int, default=1024)
+    p.add_argument(
+        "--model", action="append", default=[], metavar="ROLE=ID",
+        help="a model for text jobs, by id or local folder: video=..., matte=<rembg session>, mesh=..., "
+        "mesh_command='...', guidance=... (repeatable; default: the preset's, see `pla4d models list`)",
+    )  # fmt: skip
     p.add_argument("--max-queue", type=int, default=256)
     p.add_argument("--max-attempts", type=int, default=2, help="runs of a job across backend restarts")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without authentication")
@@ -847,9 +918,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         secret = load_secret(args.secret_file, os.environ.get("PLA4D_BACKEND_SECRET"))
+        models = {}
+        for item in args.model:
+            role, sep, value = item.partition("=")
+            if not sep or not value.strip():
+                raise ValueError(f"--model takes ROLE=ID_OR_FOLDER, got {item!r}")
+            models[role.strip()] = value.strip()
         server = Server(
             args.data_dir, args.bind, args.device, args.preset, secret, args.curve_key, args.curve_clients,
             args.rate, args.burst, args.max_upload_mb << 20, args.max_queue, args.max_attempts, args.insecure,
+            models,
         )  # fmt: skip
     except (ValueError, OSError, zmq.ZMQError) as exc:
         print(f"pla4d-backend: error: {exc}", file=sys.stderr)

@@ -131,6 +131,8 @@ def run_job(job_dir: Path, spec: dict[str, Any], rep: Reporter) -> dict[str, Any
         preset = preset.replace_motion(iterations=int(motion_iterations), epochs=None)
     seed = int(settings.get("seed", 0))
     kind = spec["kind"]
+    if kind == "text" or (kind == "video" and "mesh" not in spec["inputs"]):
+        return _run_generate(job_dir, spec, preset, seed, rep)
     if kind == "example":
         clip = job_dir / "inputs" / "clip"
         rep.emit({"type": "stage_started", "stage": "example"})
@@ -158,11 +160,7 @@ def run_job(job_dir: Path, spec: dict[str, Any], rep: Reporter) -> dict[str, Any
     elif kind == "lift":
         image, mesh = job_dir / spec["inputs"]["image"], job_dir / spec["inputs"]["mesh"]
     elif kind == "video":
-        frames_dir = job_dir / "inputs" / "frames"
-        if not (frames_dir / ".complete").exists():
-            shutil.rmtree(frames_dir, ignore_errors=True)
-            extract_frames(job_dir / spec["inputs"]["frames"], frames_dir)
-            (frames_dir / ".complete").write_text("ok\n")
+        frames_dir = _job_frames(job_dir, spec)
         mesh = job_dir / spec["inputs"]["mesh"]
     else:
         raise ValueError(f"job kind {kind!r} cannot run in this worker")
@@ -188,6 +186,43 @@ def run_job(job_dir: Path, spec: dict[str, Any], rep: Reporter) -> dict[str, Any
     return {"summary": _plain(summary), "manifest": file_manifest(out)}
 
 
+def _job_frames(job_dir: Path, spec: dict[str, Any]) -> Path:
+    """A video job's uploaded frames, unpacked once (a resumed job finds them ready)."""
+    frames_dir = job_dir / "inputs" / "frames"
+    if not (frames_dir / ".complete").exists():
+        shutil.rmtree(frames_dir, ignore_errors=True)
+        extract_frames(job_dir / spec["inputs"]["frames"], frames_dir)
+        (frames_dir / ".complete").write_text("ok\n")
+    return frames_dir
+
+
+def _run_generate(job_dir: Path, spec: dict[str, Any], preset: Any, seed: int, rep: Reporter) -> dict[str, Any]:
+    """Text jobs, and video jobs without a mesh: ``pla4d generate``'s entry point, with its stage cache."""
+    from pla4d.generate import run_generate
+
+    settings = spec.get("settings", {})
+    gen = settings.get("generate", {})
+    video_changes = {k: gen[k] for k in ("width", "height", "steps") if k in gen}
+    if "frames" in gen:
+        video_changes["num_frames"] = gen["frames"]
+    if video_changes:
+        preset = preset.replace_video(**video_changes)
+    if "matte_size" in gen:
+        preset = preset.replace_matte(size=gen["matte_size"])
+    mesh_changes = {k: gen[f"mesh_{k}"] for k in ("steps",) if f"mesh_{k}" in gen}
+    if "mesh_grid" in gen:
+        mesh_changes["grid_size"] = gen["mesh_grid"]
+    if mesh_changes:
+        preset = preset.replace_mesh(**mesh_changes)
+    video = _job_frames(job_dir, spec) if spec["kind"] == "video" else None
+    out = job_dir / RESULT_DIR
+    summary = run_generate(
+        spec.get("prompt"), out, preset, seed=seed, device=spec.get("device", "auto"), video=video,
+        on_event=rep.emit, should_cancel=rep.should_cancel, show_progress=False, models=spec.get("models") or None,
+    )  # fmt: skip
+    return {"summary": _plain(summary), "manifest": file_manifest(out)}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     job_dir, endpoint, token = Path(argv[0]), argv[1], argv[2].encode()
@@ -198,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     rep = Reporter(endpoint, token, job_dir, parent)
     try:
-        from pla4d.errors import Cancelled
+        from pla4d.errors import Cancelled, MissingWeightsError
 
         spec = json.loads((job_dir / "job.json").read_text())
         spec["device"] = device
@@ -207,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         except Cancelled:
             rep.emit({"type": "cancelled"})
             return 0
+        except MissingWeightsError as exc:
+            rep.emit({"type": "failed", "code": Code.MODEL_UNAVAILABLE, "message": str(exc)})
+            return 1
         except (ValueError, FileNotFoundError, OSError) as exc:
             traceback.print_exc()
             rep.emit({"type": "failed", "code": Code.INVALID_INPUT, "message": f"{type(exc).__name__}: {exc}"})

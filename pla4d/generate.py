@@ -33,6 +33,7 @@ from pla4d.config import PresetConfig
 from pla4d.errors import Cancelled
 from pla4d.lift import EventSink, pick_device
 from pla4d.media import contact_sheet, load_png, save_png, write_video
+from pla4d.models import apply_models
 from pla4d.pipeline import STAGES as FOURD_STAGES
 from pla4d.pipeline import _cached, _key, _mark  # the same stage-cache rules as `pla4d run`
 from pla4d.progress import Progress
@@ -40,30 +41,8 @@ from pla4d.runfolder import sha256_of, write_json
 
 FRONT_STAGES = ("video", "matte", "mesh")
 STAGES = FRONT_STAGES + FOURD_STAGES
-MODEL_KEYS = ("video", "matte", "mesh", "guidance")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def apply_models(preset: PresetConfig, models: Mapping[str, str | None] | None) -> PresetConfig:
-    """The preset with models chosen by the caller: ``{"video": id or folder, "matte": rembg session,
-    "mesh": id, folder or "external", "mesh_command": template, "guidance": id, folder or None}``."""
-    if not models:
-        return preset
-    unknown = set(models) - set(MODEL_KEYS) - {"mesh_command"}
-    if unknown:
-        raise ValueError(f"unknown model keys {sorted(unknown)}; use {', '.join(MODEL_KEYS)} or mesh_command")
-    if models.get("video"):
-        preset = preset.replace_video(model=models["video"])
-    if models.get("matte"):
-        preset = preset.replace_matte(session=models["matte"])
-    if models.get("mesh_command"):
-        preset = preset.replace_mesh(model="external", command=models["mesh_command"])
-    if models.get("mesh"):
-        preset = preset.replace_mesh(model=models["mesh"])
-    if "guidance" in models:
-        preset = preset.replace_motion(guidance_model=models["guidance"] or None)
-    return preset
 
 
 class _Meter:

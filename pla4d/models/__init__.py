@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pla4d.config import PresetConfig
 from pla4d.models.registry import KNOWN, ModelSpec, describe, locate, pull, require, spec_for, verify
 
-__all__ = ["KNOWN", "ModelSpec", "describe", "locate", "needed_models", "pull", "require", "spec_for", "verify"]
+__all__ = [
+    "KNOWN", "MODEL_KEYS", "ModelSpec", "apply_models", "describe", "locate", "needed_models", "pull", "require",
+    "spec_for", "verify",
+]  # fmt: skip
+
+MODEL_KEYS = ("video", "matte", "mesh", "guidance")
 
 
 def needed_models(
@@ -22,3 +29,24 @@ def needed_models(
     if guidance and preset.motion.guidance_model and preset.motion.guidance_weight != 0:
         specs.append(spec_for(preset.motion.guidance_model, "guidance"))
     return specs
+
+
+def apply_models(preset: PresetConfig, models: Mapping[str, str | None] | None) -> PresetConfig:
+    """The preset with models chosen by the caller: ``{"video": id or folder, "matte": rembg session,
+    "mesh": id, folder or "external", "mesh_command": template, "guidance": id, folder or None}``."""
+    if not models:
+        return preset
+    unknown = set(models) - set(MODEL_KEYS) - {"mesh_command"}
+    if unknown:
+        raise ValueError(f"unknown model keys {sorted(unknown)}; use {', '.join(MODEL_KEYS)} or mesh_command")
+    if models.get("video"):
+        preset = preset.replace_video(model=models["video"])
+    if models.get("matte"):
+        preset = preset.replace_matte(session=models["matte"])
+    if models.get("mesh_command"):
+        preset = preset.replace_mesh(model="external", command=models["mesh_command"])
+    if models.get("mesh"):
+        preset = preset.replace_mesh(model=models["mesh"])
+    if "guidance" in models:
+        preset = preset.replace_motion(guidance_model=models["guidance"] or None)
+    return preset

@@ -29,9 +29,13 @@ def long_settings(iterations: int = 20_000) -> dict:
 
 
 class Backend:
-    def __init__(self, data_dir: Path, *extra: str):
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None):
         self.data_dir = Path(data_dir)
         self.extra = list(extra)
+        # No model from this machine's caches: a backend under test sees only the models a test gives it.
+        empty = self.data_dir.parent / "no-models"
+        self.env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(empty / "hf"), "U2NET_HOME": str(empty / "u2net"),
+                    **(env or {})}  # fmt: skip
         self.bind = "tcp://127.0.0.1:0"
         self.proc: subprocess.Popen | None = None
         self.endpoint = ""
@@ -39,7 +43,7 @@ class Backend:
     def start(self, *extra: str) -> Backend:
         endpoint_file = self.data_dir / "endpoint"
         endpoint_file.unlink(missing_ok=True)
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", **self.env)
         cmd = [sys.executable, "-m", "backend", "--bind", self.bind, "--data-dir", str(self.data_dir),
                *self.extra, *extra]  # fmt: skip
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")  # noqa: SIM115

@@ -14,8 +14,8 @@ from backend_helpers import TINY, Backend  # noqa: E402
 def backend_factory(tmp_path):
     started: list[Backend] = []
 
-    def make(*extra: str, name: str = "data") -> Backend:
-        backend = Backend(tmp_path / name, *extra)
+    def make(*extra: str, name: str = "data", env: dict[str, str] | None = None) -> Backend:
+        backend = Backend(tmp_path / name, *extra, env=env)
         backend.data_dir.mkdir(parents=True, exist_ok=True)
         started.append(backend)
         return backend.start()

