@@ -1,12 +1,24 @@
 """Build the installable Blender extension zip from ``blender_addon/``.
 
-Usage: ``python build_addon.py [--out DIR]``; prints the path of the zip. Bundling the pyzmq and msgpack
-wheels for each platform comes with the add-on issue.
+Usage: ``python build_addon.py [--out DIR] [--no-wheels] [--wheel-cache DIR]``; prints the path of the zip.
+
+The zip is a Blender 4.2+ extension: ``blender_manifest.toml`` (with the ``wheels`` and ``platforms`` it
+bundles written in at build time), the add-on's modules, the backend client library vendored as the
+sub-package ``pla4d_client`` (``backend/client.py`` and ``backend/protocol.py``, with the one absolute import
+rewritten to a relative one, so the add-on never needs pla4d or backend installed), and the pyzmq and msgpack
+wheels for every platform Blender 4.2 .. 5.0 ships on (all of them use Python 3.11). Blender installs the
+wheels that match the user's platform when the extension is installed.
+
+The wheels are fetched once with ``pip download`` into a cache folder (default ``build/addon_wheels/``,
+ignored by git) and reused by later builds and by the tests. ``--no-wheels`` builds a zip without them, for
+environments that already have pyzmq and msgpack (a fast local check); the real build is the default.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import sys
 import tomllib
 import zipfile
@@ -14,24 +26,140 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "blender_addon"
+CLIENT_FILES = (ROOT / "backend" / "client.py", ROOT / "backend" / "protocol.py")
+VENDOR = "pla4d_client"
+DEFAULT_CACHE = ROOT / "build" / "addon_wheels"
+
+PYTHON_VERSION = "3.11"  # Blender 4.2 LTS, 4.5 LTS and 5.0 all embed CPython 3.11
+# Pinned so that every build of one add-on version bundles the same bytes.
+PACKAGES = {"pyzmq": "27.3.0", "msgpack": "1.2.4"}
+# Blender platform name -> pip --platform tags to ask for (first match wins; pip accepts compatible older tags).
+PLATFORMS = {
+    "windows-x64": ("win_amd64",),
+    "macos-arm64": ("macosx_11_0_arm64",),
+    "macos-x64": ("macosx_10_15_x86_64",),
+    "linux-x64": ("manylinux_2_28_x86_64",),
+}
+# The wheel filename platform tags that serve each Blender platform (pyzmq ships one universal2 wheel for macOS).
+_PLATFORM_TAG = {
+    "windows-x64": re.compile(r"win_amd64"),
+    "macos-arm64": re.compile(r"macosx_\d+_\d+_(arm64|universal2)"),
+    "macos-x64": re.compile(r"macosx_\d+_\d+_(x86_64|universal2|intel)"),
+    "linux-x64": re.compile(r"manylinux\w*_x86_64"),
+}
 
 
-def build(out_dir: Path) -> Path:
-    manifest = tomllib.loads((ADDON / "blender_manifest.toml").read_text())
+class BuildError(RuntimeError):
+    """The build cannot complete (a wheel could not be downloaded, the manifest is invalid); the message says why."""
+
+
+def _wheel_for(cache: Path, package: str, version: str, platform: str) -> Path | None:
+    """The cached wheel of ``package==version`` for a Blender platform and CPython 3.11, if there is one."""
+    pattern = _PLATFORM_TAG[platform]
+    prefix = f"{package}-{version}-"
+    py = "cp" + PYTHON_VERSION.replace(".", "")
+    for path in sorted(cache.glob(f"{package}-{version}-*.whl")):
+        tags = path.name[len(prefix) : -len(".whl")]
+        if (f"{py}-{py}" in tags or "abi3" in tags) and pattern.search(tags):
+            return path
+    return None
+
+
+def fetch_wheels(cache: Path = DEFAULT_CACHE) -> list[Path]:
+    """Every bundled wheel, downloading (once) the ones the cache lacks with ``pip download``.
+
+    Returns the distinct wheel files (a universal2 wheel serves both macOS platforms and is listed once)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    wheels: list[Path] = []
+    for platform, pip_tags in PLATFORMS.items():
+        for package, version in PACKAGES.items():
+            found = _wheel_for(cache, package, version, platform)
+            if found is None:
+                cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                       "--only-binary=:all:", "--no-deps", "--implementation", "cp",
+                       "--python-version", PYTHON_VERSION, "--dest", str(cache)]  # fmt: skip
+                for tag in pip_tags:
+                    cmd += ["--platform", tag]
+                cmd.append(f"{package}=={version}")
+                result = subprocess.run(cmd, capture_output=True, text=True)
+                found = _wheel_for(cache, package, version, platform)
+                if result.returncode != 0 or found is None:
+                    raise BuildError(
+                        f"could not download the {package}=={version} wheel for {platform} (Python {PYTHON_VERSION}):"
+                        f"\n{result.stderr.strip()[-2000:]}"
+                    )
+            if found not in wheels:
+                wheels.append(found)
+    return wheels
+
+
+def _manifest_text(source: str, wheels: list[str]) -> str:
+    """The source manifest with the ``wheels`` and ``platforms`` keys of this build appended."""
+    lines = [line for line in source.splitlines() if not re.match(r"\s*(wheels|platforms)\s*=", line)]
+    # Top-level keys must come before the first table ([permissions]); insert ours there.
+    first_table = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    extra = []
+    if wheels:
+        extra.append("platforms = [" + ", ".join(f'"{p}"' for p in PLATFORMS) + "]")
+        extra.append("wheels = [")
+        extra += [f'  "./wheels/{name}",' for name in wheels]
+        extra.append("]")
+    return "\n".join(lines[:first_table] + extra + [""] + lines[first_table:]) + "\n"
+
+
+def vendored_client() -> dict[str, str]:
+    """The client library as the add-on's sub-package: file name -> source, imports made relative."""
+    files = {"__init__.py": '"""The pla4d backend client, vendored from backend/ by build_addon.py (do not edit)."""\n'}
+    for path in CLIENT_FILES:
+        text = path.read_text()
+        text, count = re.subn(r"^from backend\.protocol import", "from .protocol import", text, flags=re.MULTILINE)
+        if path.name == "client.py" and count != 1:
+            raise BuildError("backend/client.py no longer imports backend.protocol as expected; update build_addon.py")
+        if re.search(r"^\s*(from|import) (backend|pla4d)\b", text, flags=re.MULTILINE):
+            raise BuildError(f"{path.name} imports backend or pla4d; the add-on cannot ship it")
+        files[path.name] = text
+    return files
+
+
+def build(out_dir: Path, wheels: bool = True, cache: Path = DEFAULT_CACHE) -> Path:
+    """Write the extension zip into ``out_dir`` and return its path."""
+    source_manifest = (ADDON / "blender_manifest.toml").read_text()
+    manifest = tomllib.loads(source_manifest)
+    wheel_files = fetch_wheels(cache) if wheels else []
+    text = _manifest_text(source_manifest, [w.name for w in wheel_files])
+    tomllib.loads(text)  # the written manifest must stay valid TOML
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{manifest['id']}-{manifest['version']}.zip"
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+    suffix = "" if wheels else "-nowheels"
+    target = out_dir / f"{manifest['id']}-{manifest['version']}{suffix}.zip"
+    tmp = target.with_name(target.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("blender_manifest.toml", text)
         for path in sorted(ADDON.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                archive.write(path, path.relative_to(ADDON).as_posix())
+            rel = path.relative_to(ADDON)
+            if not path.is_file() or "__pycache__" in rel.parts or rel.parts[0] in (VENDOR, "wheels"):
+                continue
+            if path.suffix == ".pyc" or rel.as_posix() == "blender_manifest.toml":
+                continue
+            archive.write(path, rel.as_posix())
+        for name, text in vendored_client().items():
+            archive.writestr(f"{VENDOR}/{name}", text)
+        for wheel in wheel_files:
+            archive.write(wheel, f"wheels/{wheel.name}", compress_type=zipfile.ZIP_STORED)
+    tmp.replace(target)
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output folder (default: dist/)")
+    parser.add_argument("--no-wheels", action="store_true", help="leave out the pyzmq/msgpack wheels (local checks)")
+    parser.add_argument("--wheel-cache", type=Path, default=DEFAULT_CACHE, help="where downloaded wheels are kept")
     args = parser.parse_args(argv)
-    print(build(args.out))
+    try:
+        print(build(args.out, wheels=not args.no_wheels, cache=args.wheel_cache))
+    except BuildError as exc:
+        print(f"build_addon: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
