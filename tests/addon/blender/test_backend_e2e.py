@@ -58,9 +58,12 @@ def test_example_job_end_to_end(addon, prefs):
     seen: list[str] = []
     assert bpy.ops.pla4d.generate() == {"FINISHED"}
 
+    previews: list[int] = []
+
     def finished() -> bool:
         if sp.progress_text and (not seen or seen[-1] != sp.progress_text):
             seen.append(sp.progress_text)
+        previews.extend(len(o.data.vertices) for o in bpy.data.objects if o.pla4d.kind == "PREVIEW")
         return idle(addon)
 
     drive(addon, finished)
@@ -71,6 +74,7 @@ def test_example_job_end_to_end(addon, prefs):
     assert sp.progress == 1.0
     obj = bpy.context.view_layer.objects.active
     assert obj.type == "POINTCLOUD" and obj.pla4d.kind == "GAUSSIANS" and obj.pla4d.job_id == job.job_id
+    assert previews and max(previews) > 0  # the live preview (the backend's training points) showed up meanwhile
     assert not [o for o in bpy.data.objects if o.pla4d.kind == "PREVIEW"]  # the preview made way for the result
     asset = addon.asset_io.open_asset(job.local_path)
     assert asset.frame_count == 2
