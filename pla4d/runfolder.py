@@ -39,7 +39,12 @@ def _json_default(value: Any) -> Any:
 
 
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: str | Path, algorithm: str) -> str:
+    """Hex digest of a file, read in 1 MiB blocks (large model and asset files never sit in memory whole)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)

@@ -12,7 +12,6 @@ docs/text-to-4d.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pla4d.errors import MissingWeightsError
+from pla4d.runfolder import file_digest, sha256_of
 
 KINDS = ("text-to-video", "matting", "image-to-mesh", "guidance", "clip")
 # Weight files the loaders read; other formats in a repository (TensorFlow, Flax, ONNX exports) are not pulled.
@@ -354,22 +354,6 @@ def pull(spec: ModelSpec) -> Path:
     return Path(snapshot_download(spec.id, cache_dir=hf_cache_dir(), ignore_patterns=ignore))
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()  # rembg publishes md5 sums; not used for security
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify(spec: ModelSpec) -> dict[str, Any]:
     """Re-hash the model's files: rembg files against the published md5; Hugging Face cache files stored by
     content hash (LFS blobs, named by their sha256) against their names. ``ok`` False lists the bad files."""
@@ -380,7 +364,7 @@ def verify(spec: ModelSpec) -> dict[str, Any]:
     checked = 0
     if spec.source == "rembg":
         checked = 1
-        if spec.md5 and _md5(path) != spec.md5:
+        if spec.md5 and file_digest(path, "md5") != spec.md5:  # rembg publishes md5 sums
             bad.append(str(path))
     else:
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -388,7 +372,7 @@ def verify(spec: ModelSpec) -> dict[str, Any]:
             # Blobs of LFS files are named by their sha256 (64 hex digits); small files by a git sha1 (not checked).
             if len(blob.name) == 64 and all(c in "0123456789abcdef" for c in blob.name):
                 checked += 1
-                if _sha256(blob) != blob.name:
+                if sha256_of(blob) != blob.name:
                     bad.append(str(file.relative_to(path)))
     return {"id": spec.id, "ok": not bad, "present": True, "path": str(path), "files_hashed": checked, "bad": bad}
 
