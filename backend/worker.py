@@ -23,6 +23,12 @@ import zmq
 from backend.protocol import Code, array_frames, pack
 
 RESULT_DIR = "result"
+# settings.generate (names and bounds checked by the server) -> (preset section, field).
+GENERATE_FIELDS = {
+    "frames": ("video", "num_frames"), "width": ("video", "width"), "height": ("video", "height"),
+    "steps": ("video", "steps"), "matte_size": ("matte", "size"), "mesh_steps": ("mesh", "steps"),
+    "mesh_grid": ("mesh", "grid_size"),
+}  # fmt: skip
 MAX_FRAMES = 1024
 MAX_FRAMES_BYTES = 4 << 30  # uncompressed, all frames together
 
@@ -201,19 +207,13 @@ def _run_generate(job_dir: Path, spec: dict[str, Any], preset: Any, seed: int, r
     from pla4d.generate import run_generate
 
     settings = spec.get("settings", {})
-    gen = settings.get("generate", {})
-    video_changes = {k: gen[k] for k in ("width", "height", "steps") if k in gen}
-    if "frames" in gen:
-        video_changes["num_frames"] = gen["frames"]
-    if video_changes:
-        preset = preset.replace_video(**video_changes)
-    if "matte_size" in gen:
-        preset = preset.replace_matte(size=gen["matte_size"])
-    mesh_changes = {k: gen[f"mesh_{k}"] for k in ("steps",) if f"mesh_{k}" in gen}
-    if "mesh_grid" in gen:
-        mesh_changes["grid_size"] = gen["mesh_grid"]
-    if mesh_changes:
-        preset = preset.replace_mesh(**mesh_changes)
+    changes: dict[str, dict[str, Any]] = {"video": {}, "matte": {}, "mesh": {}}
+    for name, value in settings.get("generate", {}).items():
+        section, field = GENERATE_FIELDS[name]
+        changes[section][field] = value
+    for section, values in changes.items():
+        if values:
+            preset = getattr(preset, f"replace_{section}")(**values)
     video = _job_frames(job_dir, spec) if spec["kind"] == "video" else None
     out = job_dir / RESULT_DIR
     summary = run_generate(

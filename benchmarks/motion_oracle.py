@@ -57,14 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     frames = list(range(0, clip.n_frames, args.every))
     scores: dict[str, dict[str, list]] = {"ours": {v: [] for v in views}, "oracle": {v: [] for v in views}}
     moved = {"ours": [], "oracle": [], "ours_to_oracle": []}
-    quats = model.quats / model.quats.norm(dim=1, keepdim=True)
     for t in frames:
         means, q, scales, opacities = field.deform(model, frame_time(t, clip.n_frames))
         shift = (weights[..., None] * (gt[t][index] - gt[0][index])).sum(axis=1)
         oracle_means = model.means + torch.from_numpy(shift).float()
         renders = {
             "ours": render_gaussians(means, q, scales, opacities, model.sh, cameras, sh_degree=model.sh_degree),
-            "oracle": render_gaussians(oracle_means, quats, model.log_scales.exp(), model.opacities, model.sh,
+            "oracle": render_gaussians(oracle_means, model.normalized_quats, model.scales, model.opacities, model.sh,
                                        cameras, sh_degree=model.sh_degree),
         }  # fmt: skip
         truth = [clip.load_frame(v, t) for v in views]

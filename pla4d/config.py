@@ -223,19 +223,11 @@ class PresetConfig:
 
     def replace_static(self, **changes: Any) -> PresetConfig:
         """A copy with some static-stage numbers changed (checked against the known fields)."""
-        known = {f.name for f in dataclasses.fields(StaticConfig)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown static settings: {sorted(unknown)}")
-        return dataclasses.replace(self, static=dataclasses.replace(self.static, **changes))
+        return dataclasses.replace(self, static=_replace_checked(self.static, changes, "static"))
 
     def replace_motion(self, **changes: Any) -> PresetConfig:
         """A copy with some 4D-stage numbers changed (checked against the known fields)."""
-        known = {f.name for f in dataclasses.fields(MotionConfig)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown motion settings: {sorted(unknown)}")
-        return dataclasses.replace(self, motion=dataclasses.replace(self.motion, **changes))
+        return dataclasses.replace(self, motion=_replace_checked(self.motion, changes, "motion"))
 
     def replace_video(self, **changes: Any) -> PresetConfig:
         """A copy with some text-to-video settings changed (checked against the known fields)."""

@@ -30,7 +30,7 @@ import torch
 
 from pla4d import __version__
 from pla4d.config import PresetConfig
-from pla4d.errors import Cancelled
+from pla4d.errors import raise_if_cancelled
 from pla4d.lift import EventSink, pick_device
 from pla4d.media import contact_sheet, load_png, save_png, write_video
 from pla4d.models import apply_models
@@ -71,11 +71,6 @@ class _Meter:
 
     def skipped(self, stage: str) -> None:
         self.records[stage] = {"cached": True}
-
-
-def _check_cancel(should_cancel: Callable[[], bool] | None, where: str) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled(f"cancelled before {where}")
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -220,7 +215,7 @@ def run_generate(
         emit({"type": "stage_skipped", "stage": "video"})
         meter.skipped("video")
     else:
-        _check_cancel(should_cancel, "text-to-video")
+        raise_if_cancelled(should_cancel, "text-to-video")
         emit({"type": "stage_started", "stage": "video"})
         meter.start("video")
         t0 = time.perf_counter()
@@ -235,7 +230,7 @@ def run_generate(
         emit({"type": "stage_skipped", "stage": "matte"})
         meter.skipped("matte")
     else:
-        _check_cancel(should_cancel, "matting")
+        raise_if_cancelled(should_cancel, "matting")
         emit({"type": "stage_started", "stage": "matte"})
         meter.start("matte")
         t0 = time.perf_counter()
@@ -249,7 +244,7 @@ def run_generate(
         emit({"type": "stage_skipped", "stage": "mesh"})
         meter.skipped("mesh")
     else:
-        _check_cancel(should_cancel, "image-to-mesh")
+        raise_if_cancelled(should_cancel, "image-to-mesh")
         emit({"type": "stage_started", "stage": "mesh"})
         meter.start("mesh")
         t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from pla4d.asset.export import export_glb, write_contact_sheet, write_preview_vi
 from pla4d.asset.format import AnimatedMesh, Asset4D, write_asset
 from pla4d.config import PresetConfig
 from pla4d.deform.hexplane import DeformationField, frame_time
-from pla4d.errors import Cancelled
+from pla4d.errors import raise_if_cancelled
 from pla4d.gaussians.ply import load_ply
 from pla4d.lift import EventSink, load_frame, make_perceptual, pick_device, run_lift
 from pla4d.progress import Progress
@@ -143,11 +143,6 @@ def run_video_to_4d(
         raise FileNotFoundError(f"mesh not found: {mesh_path}")
     emit = on_event or (lambda event: None)
 
-    def check_cancel(before: str) -> None:
-        # Between stages too, so a cancel during a short stage (asset, exports) stops the run at the next one.
-        if should_cancel is not None and should_cancel():
-            raise Cancelled(f"video-to-4D cancelled before {before}")
-
     timings: dict[str, float] = {}
     start = time.perf_counter()
     frame_hashes = [sha256_of(p) for p in paths]
@@ -170,7 +165,7 @@ def run_video_to_4d(
     canonical = load_ply(static_dir / "canonical.ply").to(dev)
     camera = json.loads((static_dir / "camera.json").read_text())
 
-    check_cancel("the motion stage")
+    raise_if_cancelled(should_cancel, "the motion stage")
     motion_key = _key({"static": static_key, "frames": frame_hashes, "motion": asdict(preset.motion), "seed": seed})
     motion_dir = out / "motion"
     if _cached(motion_dir, motion_key, force_set, "motion"):
@@ -188,7 +183,7 @@ def run_video_to_4d(
         _mark(motion_dir, motion_key, time.perf_counter() - t0)
         timings["motion_s"] = time.perf_counter() - t0
 
-    check_cancel("the asset")
+    raise_if_cancelled(should_cancel, "the asset")
     fps = float(fps) if fps else 8.0
     asset_key = _key({"motion": motion_key, "multiplier": time_multiplier, "fps": fps, "prompt": prompt})
     asset_dir = out / "asset"
@@ -207,7 +202,7 @@ def run_video_to_4d(
         timings["asset_s"] = time.perf_counter() - t0
         emit({"type": "stage_finished", "stage": "asset", "seconds": timings["asset_s"]})
 
-    check_cancel("the exports")
+    raise_if_cancelled(should_cancel, "the exports")
     exports_dir = out / "exports"
     if _cached(exports_dir, asset_key, force_set, "exports"):
         emit({"type": "stage_skipped", "stage": "exports"})
@@ -224,7 +219,7 @@ def run_video_to_4d(
         timings["exports_s"] = time.perf_counter() - t0
         emit({"type": "stage_finished", "stage": "exports", "seconds": timings["exports_s"]})
 
-    check_cancel("the end")
+    raise_if_cancelled(should_cancel, "the end")
     timings["total_s"] = time.perf_counter() - start
     summary = {
         "run": str(out),
