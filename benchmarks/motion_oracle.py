@@ -24,9 +24,10 @@ import torch
 from scipy.spatial import cKDTree
 
 from pla4d.clip import load_clip
-from pla4d.deform.hexplane import DeformationField, frame_time
+from pla4d.deform.hexplane import frame_time
 from pla4d.evaluate import Scorer, _aggregate, _straight_rgba
 from pla4d.gaussians.ply import load_ply
+from pla4d.pipeline import load_field
 from pla4d.render.gaussians import render_gaussians
 
 
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = load_clip(args.clip)
     run = Path(args.run)
     model = load_ply(run / "static" / "canonical.ply")
-    field = DeformationField(**json.loads((run / "motion" / "field.json").read_text())["config"])
-    field.load_state_dict(torch.load(run / "motion" / "field.pt", map_location="cpu", weights_only=True))
+    field = load_field(run / "motion")
     gt = np.load(clip.gt_verts_path)["verts"].astype(np.float64)
     index, weights = oracle_weights(model.means.numpy().astype(np.float64), gt[0])
     views = ("input", *clip.novel_views)

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from pla4d.clip import load_clip
-from pla4d.deform.hexplane import DeformationField, frame_time
+from pla4d.deform.hexplane import frame_time
+from pla4d.pipeline import load_field
 
 
 def project(points: np.ndarray, viewmat: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     clip = load_clip(args.clip)
     run = Path(args.run)
-    field = DeformationField(**json.loads((run / "motion" / "field.json").read_text())["config"])
-    field.load_state_dict(torch.load(run / "motion" / "field.pt", map_location="cpu", weights_only=True))
+    field = load_field(run / "motion")
     gt = np.load(clip.gt_verts_path)["verts"].astype(np.float64)
     camera = clip.camera_batch(["input"])
     viewmat, K = camera.viewmats[0].double().numpy(), camera.Ks[0].double().numpy()

@@ -170,7 +170,7 @@ def run_video_to_4d(
     motion_dir = out / "motion"
     if _cached(motion_dir, motion_key, force_set, "motion"):
         emit({"type": "stage_skipped", "stage": "motion"})
-        field = _load_field(motion_dir, dev)
+        field = load_field(motion_dir, dev)
         guidance_note = json.loads((motion_dir / "field.json").read_text()).get("guidance", "")
     else:
         t0 = time.perf_counter()
@@ -282,7 +282,8 @@ def _train_motion_stage(
     return result.field, note
 
 
-def _load_field(folder: Path, device: torch.device) -> DeformationField:
+def load_field(folder: Path, device: torch.device | str = "cpu") -> DeformationField:
+    """The deformation field a run saved in ``folder`` (``field.json`` + ``field.pt``: a run's ``motion/``)."""
     meta = json.loads((folder / "field.json").read_text())
     field = DeformationField(**meta["config"])
     field.load_state_dict(torch.load(folder / "field.pt", map_location="cpu", weights_only=True))
