@@ -119,6 +119,18 @@ class MotionConfig:
     # takes novel-view LPIPS 0.045 -> 0.028 (far less scatter) at equal PSNR; 10000 starts to resist real motion.
     rigidity_weight: float = 1000.0
     rigidity_neighbours: int = 8
+    # Mirror-plane prior (pla4d/deform/mirror.py, not in the paper): the motion's depth along the input camera's
+    # rays, which the video cannot show, is set so the motion runs parallel to the object's mirror plane. Used
+    # only when a plane reflects at least ``mirror_min_inliers`` of the Gaussians onto the object (within
+    # ``mirror_tolerance`` world units; None: 2.5 times the Gaussians' median spacing); ``mirror_softness`` is the
+    # |cos| of ray and plane below which the depth is left alone; ``mirror_min_cos``: the prior is used only when
+    # the input camera's axis crosses the plane at least this steeply (|cos| to its normal; 0.4: ~24 degrees), not
+    # for a face seen from the front, where the depth it would set is mostly amplified noise.
+    mirror_prior: bool = True
+    mirror_tolerance: float | None = None
+    mirror_min_inliers: float = 0.35
+    mirror_softness: float = 0.3
+    mirror_min_cos: float = 0.4
     # Joint fine-tune of the canonical Gaussians (off: the paper trains only the field).
     train_canonical: bool = False
     canonical_lr_scale: float = 0.1  # times the static stage's learning rates

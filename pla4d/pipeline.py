@@ -171,15 +171,18 @@ def run_video_to_4d(
     if _cached(motion_dir, motion_key, force_set, "motion"):
         emit({"type": "stage_skipped", "stage": "motion"})
         field = load_field(motion_dir, dev)
-        guidance_note = json.loads((motion_dir / "field.json").read_text()).get("guidance", "")
+        motion_meta = json.loads((motion_dir / "field.json").read_text())
+        guidance_note, depth_note = motion_meta.get("guidance", ""), motion_meta.get("depth_prior", "")
     else:
         t0 = time.perf_counter()
-        field, guidance_note = _train_motion_stage(
+        field, guidance_note, depth_note = _train_motion_stage(
             canonical, _load_frames(paths), camera, preset, seed, dev, emit, should_cancel, show_progress
         )
         motion_dir.mkdir(parents=True, exist_ok=True)
         torch.save(field.state_dict(), motion_dir / "field.pt")
-        write_json(motion_dir / "field.json", {"config": field.config(), "guidance": guidance_note})
+        write_json(
+            motion_dir / "field.json", {"config": field.config(), "guidance": guidance_note, "depth_prior": depth_note}
+        )
         _mark(motion_dir, motion_key, time.perf_counter() - t0)
         timings["motion_s"] = time.perf_counter() - t0
 
@@ -194,7 +197,7 @@ def run_video_to_4d(
         emit({"type": "stage_started", "stage": "asset"})
         asset = build_asset(canonical, field, load_mesh(mesh_path), len(paths), time_multiplier, fps * time_multiplier)
         asset.meta.update(
-            prompt=prompt, seed=seed, preset=preset.name, guidance=guidance_note,
+            prompt=prompt, seed=seed, preset=preset.name, guidance=guidance_note, depth_prior=depth_note,
             focal_px=camera["focal_px"], source_frames=len(paths),
         )  # fmt: skip
         write_asset(asset_dir, asset)
@@ -229,6 +232,7 @@ def run_video_to_4d(
         "gaussians": canonical.num_gaussians,
         "focal_px": camera["focal_px"],
         "guidance": guidance_note,
+        "depth_prior": depth_note,
         "asset": str(asset_dir),
         "exports": [str(exports_dir / n) for n in ("animated_mesh.glb", "preview.mp4", "contact_sheet.png")],
         "timings": {k: round(v, 2) for k, v in timings.items()},
@@ -247,7 +251,8 @@ def _train_motion_stage(
     emit: EventSink,
     should_cancel: Callable[[], bool] | None,
     show_progress: bool,
-) -> tuple[DeformationField, str]:
+) -> tuple[DeformationField, str, str]:
+    """Train the deformation field; returns it with a line on the Zero123 guidance and one on the depth prior."""
     from pla4d.cameras import Cameras
     from pla4d.stages.motion4d import train_motion
 
@@ -279,7 +284,21 @@ def _train_motion_stage(
         on_iteration=on_iteration, should_cancel=should_cancel, guidance=guidance,
     )  # fmt: skip
     emit({"type": "stage_finished", "stage": "motion", "seconds": result.timings.get("train_s", 0.0)})
-    return result.field, note
+    return result.field, note, depth_prior_note(preset.motion, result.mirror_plane, result.field.depth_lift)
+
+
+def depth_prior_note(cfg: Any, plane: Any, used: Any) -> str:
+    """One line on how the depth of the motion was set (the mirror-plane prior, pla4d/deform/mirror.py)."""
+    if not cfg.mirror_prior:
+        return "mirror-plane prior off: the depth of the motion is left to the video alone"
+    if plane is None:
+        return (f"no mirror plane (fewer than {cfg.mirror_min_inliers:.0%} of the Gaussians reflect onto the "
+                "object): the depth of the motion is left to the video alone")  # fmt: skip
+    n = ", ".join(f"{x:.2f}" for x in plane.normal)
+    found = f"mirror plane with normal ({n}), {plane.inlier_fraction:.0%} of the Gaussians reflect onto the object"
+    if not used:
+        return f"{found}; the input camera looks along it, so the depth of the motion is left to the video alone"
+    return f"{found}: the motion's depth is set parallel to it"
 
 
 def load_field(folder: Path, device: torch.device | str = "cpu") -> DeformationField:

@@ -65,6 +65,10 @@ def test_demo_command_writes_picture_and_video(tmp_path, capsys):
     assert (tmp_path / "preview.png").stat().st_size > 1000
     assert (tmp_path / "video.mp4").stat().st_size > 1000
     assert summary["frames"] == 3
+    run_summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "mirror plane" in run_summary["depth_prior"]  # the example creature is mirror symmetric
+    field_meta = json.loads((tmp_path / "run" / "motion" / "field.json").read_text())
+    assert field_meta["depth_prior"] == run_summary["depth_prior"]
     assert (tmp_path / "run" / "static" / "canonical.ply").is_file()
     assert (tmp_path / "run" / "asset" / "asset.json").is_file()
     assert (tmp_path / "run" / "exports" / "animated_mesh.glb").is_file()

@@ -106,6 +106,20 @@ def test_ablation_guidance_hook_and_cancel(creature):
     assert len(seen) == 3
 
 
+def test_mirror_prior_finds_the_creatures_plane_and_keeps_it_in_the_field(creature):
+    model, frames, front = creature
+    result = train_motion(model, frames, front, _cfg(iterations=2, mirror_prior=True))
+    plane = result.mirror_plane
+    assert plane is not None and abs(plane.normal[0]) > 0.99  # the creature faces the camera: its plane is x = c
+    assert result.field.depth_lift is None  # seen edge-on the plane sets no depth
+    oblique = orbit_cameras([50.0], 0.0, 3.0, 40.0, SIZE)  # the same shape seen across its plane
+    result = train_motion(model, frames, oblique, _cfg(iterations=2, mirror_prior=True))
+    assert result.field.config()["depth_lift"]["normal"] == list(result.mirror_plane.normal)
+    assert result.field.config()["depth_lift"]["eye"] == pytest.approx(oblique.centers()[0].tolist(), abs=1e-5)
+    off = train_motion(model, frames, front, _cfg(iterations=2, mirror_prior=False))
+    assert off.mirror_plane is None and off.field.depth_lift is None
+
+
 def test_joint_fine_tune_moves_the_canonical_model(creature):
     model, frames, front = creature
     copy = model.clone()

@@ -60,6 +60,10 @@ class DeformationField(nn.Module):
     ``spatial_resolutions``: one level per entry (e.g. (32, 64)); ``time_resolution``: rows of the space-time
     planes (default: ``num_frames``); ``channels`` per plane and level; ``hidden``/``layers`` of the MLP trunk.
     ``deform_scales``/``deform_opacity``/``deform_rotations`` switch the heads (off: the delta is zero).
+    ``depth_lift`` ({"normal", "eye", "softness"}, or None): the mirror-plane prior of pla4d/deform/mirror.py;
+    the position delta's component along the rays from ``eye`` (the input camera) is set so the motion runs
+    parallel to the plane with that ``normal``. It is part of :meth:`config`, so a saved field moves points
+    the same way when it is loaded again.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class DeformationField(nn.Module):
         deform_rotations: bool = True,
         deform_scales: bool = True,
         deform_opacity: bool = True,
+        depth_lift: dict | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -91,6 +96,15 @@ class DeformationField(nn.Module):
         self.channels = int(channels)
         self.register_buffer("bounds", torch.tensor([float(bounds[0]), float(bounds[1])]), persistent=True)
         self.deform_rotations, self.deform_scales, self.deform_opacity = deform_rotations, deform_scales, deform_opacity
+        self.depth_lift = (
+            None
+            if depth_lift is None
+            else {
+                "normal": [float(x) for x in depth_lift["normal"]],
+                "eye": [float(x) for x in depth_lift["eye"]],
+                "softness": float(depth_lift.get("softness", 0.3)),
+            }
+        )
 
         g = torch.Generator().manual_seed(seed)
         # K-Planes' initialisation: spatial planes uniform in [0.1, 0.5], space-time planes 1 (product identity).
@@ -135,6 +149,7 @@ class DeformationField(nn.Module):
             "deform_rotations": self.deform_rotations,
             "deform_scales": self.deform_scales,
             "deform_opacity": self.deform_opacity,
+            "depth_lift": self.depth_lift,
         }
 
     # ------------------------------------------------------------------------------------------ features
@@ -175,6 +190,8 @@ class DeformationField(nn.Module):
         times = torch.as_tensor(t, dtype=means.dtype, device=means.device).reshape(-1)
         h = self.trunk(self.features(means, times))
         d_means = self.head_means(h)
+        if self.depth_lift is not None:
+            d_means = self._lift(d_means, means)
         d_quats = self.head_quats(h) if self.deform_rotations else h.new_zeros(*h.shape[:-1], 4)
         d_scales = self.head_scales(h) if self.deform_scales else h.new_zeros(*h.shape[:-1], 3)
         d_opacity = self.head_opacity(h)[..., 0] if self.deform_opacity else h.new_zeros(h.shape[:-1])
@@ -182,6 +199,22 @@ class DeformationField(nn.Module):
         if single:
             out = Deltas(out.d_means[0], out.d_quats[0], out.d_log_scales[0], out.d_opacity[0])
         return out
+
+    def _lift(self, d_means: Tensor, points: Tensor) -> Tensor:
+        """Replace the motion's component along the input camera's rays (which the video cannot see) by the one
+        that makes it parallel to the mirror plane (pla4d/deform/mirror.py).
+
+        That depth is ``-(across . n) / cos`` with ``cos = ray . n``. Where the ray runs along the plane (a front
+        view of a face) it would grow without bound from motion that is simply not in the plane, so it is
+        weighted by ``cos^4 / (cos^4 + softness^4)``: ~1 where the ray crosses the plane clearly, ~0 where it
+        grazes it (no depth motion there, as without the prior)."""
+        normal = d_means.new_tensor(self.depth_lift["normal"])
+        rays = F.normalize(points - d_means.new_tensor(self.depth_lift["eye"]), dim=-1)
+        along = (d_means * rays).sum(dim=-1, keepdim=True)
+        across = d_means - along * rays
+        cos = rays @ normal  # (N,)
+        gain = (cos**3 / (cos**4 + self.depth_lift["softness"] ** 4))[..., None]
+        return across - gain * (across @ normal)[..., None] * rays
 
     def deform(self, model, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The deformed Gaussians of ``model`` (a GaussianModel) at time ``t``, activated and ready for

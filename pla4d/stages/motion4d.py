@@ -33,6 +33,7 @@ from torch import Tensor
 from pla4d.cameras import Cameras
 from pla4d.config import MotionConfig
 from pla4d.deform.hexplane import DeformationField, frame_time
+from pla4d.deform.mirror import MirrorPlane, find_mirror_plane
 from pla4d.errors import Cancelled
 from pla4d.gaussians.model import GaussianModel
 from pla4d.render.gaussians import render_gaussians
@@ -58,6 +59,8 @@ class MotionResult:
     timings: dict[str, float] = field(default_factory=dict)
     model: GaussianModel | None = None  # the canonical model (changed only by a joint fine-tune)
     guidance_used: bool = False
+    mirror_plane: MirrorPlane | None = None  # the mirror plane found (None: prior off or no plane); the field
+    # uses it (``field.depth_lift``) only when the input camera looks across it
 
 
 def lambda_at(cfg: MotionConfig, iteration: int, total: int) -> float:
@@ -224,6 +227,22 @@ def train_motion(
             neighbours, rest = knn_pairs(model.means.detach(), cfg.rigidity_neighbours)
     else:
         neighbours = rest = None
+    mirror_plane = None
+    if cfg.mirror_prior:
+        # The plane is a property of the canonical shape; the field keeps it (and the input camera's eye) so
+        # every later use (asset, mesh, eval) sets the depth of the motion the same way.
+        rotation = front.viewmats[0, :3, :3].detach().cpu().double()
+        eye = -rotation.T @ front.viewmats[0, :3, 3].detach().cpu().double()
+        # OpenCV cameras: y points down, so the world's up is minus the camera's second axis.
+        mirror_plane = find_mirror_plane(model.means, -rotation[1], cfg.mirror_tolerance, cfg.mirror_min_inliers)
+        # Seen almost edge-on (a face from the front), the plane says nothing about depth that the video does
+        # not already show, and dividing by the small angle would only amplify noise: leave the depth alone.
+        view_axis = rotation[2]
+        if mirror_plane is not None and abs(float(view_axis @ view_axis.new_tensor(mirror_plane.normal))) >= (
+            cfg.mirror_min_cos
+        ):
+            field_.depth_lift = {"normal": list(mirror_plane.normal), "eye": eye.tolist(),
+                                 "softness": cfg.mirror_softness}  # fmt: skip
     timings["setup_s"] = time.perf_counter() - start
     loop_start = time.perf_counter()
     render_s = field_s = 0.0
@@ -361,4 +380,11 @@ def train_motion(
     timings["total_s"] = time.perf_counter() - start
     for p, flag in zip(model.parameters(), grad_flags, strict=True):
         p.requires_grad_(flag)
-    return MotionResult(field=field_, history=history, timings=timings, model=model, guidance_used=use_guidance)
+    return MotionResult(
+        field=field_,
+        history=history,
+        timings=timings,
+        model=model,
+        guidance_used=use_guidance,
+        mirror_plane=mirror_plane,
+    )
