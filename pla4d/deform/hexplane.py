@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pla4d.deform.mirror import lift_depth
+
 __all__ = ["Deltas", "DeformationField", "frame_time"]
 
 SPATIAL_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
@@ -201,20 +203,9 @@ class DeformationField(nn.Module):
         return out
 
     def _lift(self, d_means: Tensor, points: Tensor) -> Tensor:
-        """Replace the motion's component along the input camera's rays (which the video cannot see) by the one
-        that makes it parallel to the mirror plane (pla4d/deform/mirror.py).
-
-        That depth is ``-(across . n) / cos`` with ``cos = ray . n``. Where the ray runs along the plane (a front
-        view of a face) it would grow without bound from motion that is simply not in the plane, so it is
-        weighted by ``cos^4 / (cos^4 + softness^4)``: ~1 where the ray crosses the plane clearly, ~0 where it
-        grazes it (no depth motion there, as without the prior)."""
-        normal = d_means.new_tensor(self.depth_lift["normal"])
-        rays = F.normalize(points - d_means.new_tensor(self.depth_lift["eye"]), dim=-1)
-        along = (d_means * rays).sum(dim=-1, keepdim=True)
-        across = d_means - along * rays
-        cos = rays @ normal  # (N,)
-        gain = (cos**3 / (cos**4 + self.depth_lift["softness"] ** 4))[..., None]
-        return across - gain * (across @ normal)[..., None] * rays
+        lift = self.depth_lift
+        return lift_depth(d_means, points, d_means.new_tensor(lift["normal"]), d_means.new_tensor(lift["eye"]),
+                          lift["softness"])  # fmt: skip
 
     def deform(self, model, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The deformed Gaussians of ``model`` (a GaussianModel) at time ``t``, activated and ready for

@@ -24,7 +24,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-__all__ = ["MirrorPlane", "find_mirror_plane"]
+__all__ = ["MirrorPlane", "find_mirror_plane", "lift_depth"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,19 @@ def find_mirror_plane(
         offset=float(offset + normal @ centre),
         inlier_fraction=round(fraction, 4),
     )
+
+
+def lift_depth(displacement: Tensor, points: Tensor, normal: Tensor, eye: Tensor, softness: float = 0.3) -> Tensor:
+    """``displacement`` (..., N, 3) of ``points`` (N, 3) with its component along the rays from ``eye`` replaced
+    by the one that makes it parallel to the plane with unit ``normal``.
+
+    That depth is ``-(across . n) / cos`` with ``cos = ray . n``. Where the ray runs along the plane it would grow
+    without bound from motion that is simply not in the plane, so it is weighted by
+    ``cos^4 / (cos^4 + softness^4)``: ~1 where the ray crosses the plane clearly, ~0 where it grazes it (no depth
+    motion there, as without the prior). The image-plane part (``across``) is returned unchanged."""
+    rays = torch.nn.functional.normalize(points - eye, dim=-1)
+    along = (displacement * rays).sum(dim=-1, keepdim=True)
+    across = displacement - along * rays
+    cos = rays @ normal  # (N,)
+    gain = (cos**3 / (cos**4 + softness**4))[..., None]
+    return across - gain * (across @ normal)[..., None] * rays
