@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     frames = list(range(0, clip.n_frames, args.every))
     names = ("ours", "oracle", "oracle_image_plane", "oracle_mirror")
     scores: dict[str, dict[str, list]] = {name: {v: [] for v in views} for name in names}
-    front = clip.camera_batch(["input"]).viewmats[0]
-    eye = -front[:3, :3].T @ front[:3, 3]
+    front = clip.camera_batch(["input"])
+    eye = front.centers()[0]
     rays = torch.nn.functional.normalize(model.means.detach() - eye, dim=-1)
-    plane = find_mirror_plane(model.means, -front[1, :3], min_inliers=0.0)
+    plane = find_mirror_plane(model.means, -front.viewmats[0, 1, :3], min_inliers=0.0)  # OpenCV: y is down
     normal = torch.tensor(plane.normal, dtype=torch.float32)
     moved = {"ours": [], "oracle": [], "ours_to_oracle": []}
     for t in frames:

@@ -24,8 +24,9 @@ import torch
 from pla4d import __version__
 from pla4d.asset.export import export_glb, write_contact_sheet, write_preview_video
 from pla4d.asset.format import AnimatedMesh, Asset4D, write_asset
-from pla4d.config import PresetConfig
+from pla4d.config import MotionConfig, PresetConfig
 from pla4d.deform.hexplane import DeformationField, frame_time
+from pla4d.deform.mirror import MirrorPlane
 from pla4d.errors import raise_if_cancelled
 from pla4d.gaussians.ply import load_ply
 from pla4d.lift import EventSink, load_frame, make_perceptual, pick_device, run_lift
@@ -284,10 +285,10 @@ def _train_motion_stage(
         on_iteration=on_iteration, should_cancel=should_cancel, guidance=guidance,
     )  # fmt: skip
     emit({"type": "stage_finished", "stage": "motion", "seconds": result.timings.get("train_s", 0.0)})
-    return result.field, note, depth_prior_note(preset.motion, result.mirror_plane, result.field.depth_lift)
+    return result.field, note, _depth_prior_note(preset.motion, result.mirror_plane, result.field.depth_lift)
 
 
-def depth_prior_note(cfg: Any, plane: Any, used: Any) -> str:
+def _depth_prior_note(cfg: MotionConfig, plane: MirrorPlane | None, used: dict | None) -> str:
     """One line on how the depth of the motion was set (the mirror-plane prior, pla4d/deform/mirror.py)."""
     if not cfg.mirror_prior:
         return "mirror-plane prior off: the depth of the motion is left to the video alone"

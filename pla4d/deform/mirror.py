@@ -63,9 +63,9 @@ def find_mirror_plane(
     centre = pts.mean(axis=0)
     rel = pts - centre
     tree = cKDTree(rel)
-    if tolerance is None:
-        tolerance = 2.5 * float(np.median(tree.query(rel[:: max(1, len(rel) // max_queries)], k=2)[0][:, 1]))
     queries = rel[:: max(1, len(rel) // max_queries)]
+    if tolerance is None:
+        tolerance = 2.5 * float(np.median(tree.query(queries, k=2)[0][:, 1]))
     a, b = _in_plane_basis(up_np)
 
     def score(angle: float) -> tuple[float, float, np.ndarray]:
@@ -80,10 +80,9 @@ def find_mirror_plane(
                 best = (fraction, float(offset))
         return best[0], best[1], normal
 
-    coarse = [(score(math.radians(d)), d) for d in np.arange(0.0, 180.0, angle_step_deg)]
-    (_, _, _), best_deg = max(coarse, key=lambda c: c[0][0])
-    fine = [(score(math.radians(d)), d) for d in best_deg + np.linspace(-angle_step_deg, angle_step_deg, 5)]
-    (fraction, offset, normal), _ = max(fine, key=lambda c: c[0][0])
+    coarse = max(np.arange(0.0, 180.0, angle_step_deg), key=lambda d: score(math.radians(d))[0])
+    fine = coarse + np.linspace(-angle_step_deg, angle_step_deg, 5)
+    fraction, offset, normal = max((score(math.radians(d)) for d in fine), key=lambda r: r[0])
     if fraction < min_inliers:
         return None
     return MirrorPlane(

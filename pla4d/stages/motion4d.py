@@ -231,17 +231,14 @@ def train_motion(
     if cfg.mirror_prior:
         # The plane is a property of the canonical shape; the field keeps it (and the input camera's eye) so
         # every later use (asset, mesh, eval) sets the depth of the motion the same way.
-        rotation = front.viewmats[0, :3, :3].detach().cpu().double()
-        eye = -rotation.T @ front.viewmats[0, :3, 3].detach().cpu().double()
+        rotation = front.viewmats[0, :3, :3].detach().cpu()
         # OpenCV cameras: y points down, so the world's up is minus the camera's second axis.
         mirror_plane = find_mirror_plane(model.means, -rotation[1], cfg.mirror_tolerance, cfg.mirror_min_inliers)
         # Seen almost edge-on (a face from the front), the plane says nothing about depth that the video does
         # not already show, and dividing by the small angle would only amplify noise: leave the depth alone.
-        view_axis = rotation[2]
-        if mirror_plane is not None and abs(float(view_axis @ view_axis.new_tensor(mirror_plane.normal))) >= (
-            cfg.mirror_min_cos
-        ):
-            field_.depth_lift = {"normal": list(mirror_plane.normal), "eye": eye.tolist(),
+        axis_cos = 0.0 if mirror_plane is None else abs(float(rotation[2] @ torch.tensor(mirror_plane.normal)))
+        if mirror_plane is not None and axis_cos >= cfg.mirror_min_cos:
+            field_.depth_lift = {"normal": list(mirror_plane.normal), "eye": front.centers()[0].tolist(),
                                  "softness": cfg.mirror_softness}  # fmt: skip
     timings["setup_s"] = time.perf_counter() - start
     loop_start = time.perf_counter()
