@@ -129,3 +129,23 @@ def test_config_rebuilds_the_field():
     clone.load_state_dict(field.state_dict())
     pts = torch.rand(10, 3)
     assert torch.allclose(clone.deform_points(pts, 0.4), field.deform_points(pts, 0.4))
+
+
+def test_hold_after_makes_later_times_move_as_the_held_time():
+    model = _model()
+    for time_resolution in (None, 5):  # rows on frames, and rows between frames
+        field = DeformationField(8, spatial_resolutions=(8, 16), channels=4, time_resolution=time_resolution)
+        _perturb_heads(field, std=0.1)
+        with torch.no_grad():
+            for plane in field.temporal:
+                plane.add_(torch.randn_like(plane) * 0.5)
+        times = torch.tensor([frame_time(i, 8) for i in range(8)])
+        before = field(model.means, times).d_means
+        field.hold_after(float(times[3]))
+        after = field(model.means, times).d_means
+        if time_resolution is None:
+            assert torch.equal(after[:4], before[:4])  # up to the held frame nothing changes
+            assert torch.allclose(after[4:], after[3].expand_as(after[4:]), atol=1e-6)
+        else:  # the held time falls between rows: every later row holds its interpolated value
+            assert torch.allclose(after[4:], after[4].expand_as(after[4:]), atol=1e-6)
+        assert not torch.allclose(before[4:], before[3].expand_as(before[4:]), atol=1e-3)

@@ -8,7 +8,7 @@ from pla4d.example.clip import creature_mesh, render_example_frames
 from pla4d.example.creature import animate_creature
 from pla4d.gaussians.init import gaussians_from_mesh
 from pla4d.metrics import psnr
-from pla4d.stages.motion4d import lambda_at, render_deformed, resolution_at, train_motion
+from pla4d.stages.motion4d import frames_reached, lambda_at, render_deformed, resolution_at, train_motion
 
 SIZE = 80
 
@@ -69,7 +69,7 @@ def test_training_follows_the_motion(creature):
     model, frames, front = creature
     before = _front_psnr(model, frames, front)
     canonical_means = model.means.detach().clone()
-    result = train_motion(model, frames, front, _cfg(), seed=0)
+    result = train_motion(model, frames, front, _cfg(frame_curriculum=0.0), seed=0)  # the paper's sampling
     after = _front_psnr(model, frames, front, result.field)
     moved = [a - b for a, b in zip(after[1:], before[1:], strict=True)]
     assert min(moved) > 2.0, (before, after)  # every moving frame gets clearly closer
@@ -77,6 +77,24 @@ def test_training_follows_the_motion(creature):
     assert torch.equal(model.means, canonical_means)  # only the field trained
     assert len(result.history) == 60 and "consistency_mse" in result.history[0]
     assert result.timings["train_s"] > 0
+
+
+def test_frame_curriculum_grows_from_the_first_frames_and_still_follows_the_motion(creature):
+    cfg = MotionConfig(frame_curriculum=0.5)
+    reached = [frames_reached(cfg, i, 100, 17) for i in range(100)]
+    assert reached[0] == 2 and reached[50:] == [17] * 50
+    assert all(b >= a for a, b in zip(reached, reached[1:], strict=False))
+    assert frames_reached(MotionConfig(frame_curriculum=0.0), 0, 100, 17) == 17
+
+    model, frames, front = creature
+    before = _front_psnr(model, frames, front)
+    seen: list[int] = []
+    result = train_motion(
+        model, frames, front, _cfg(frame_curriculum=0.5), seed=0, on_iteration=lambda r, f: seen.append(r["iteration"])
+    )
+    after = _front_psnr(model, frames, front, result.field)
+    assert min(a - b for a, b in zip(after[1:], before[1:], strict=True)) > 2.0, (before, after)
+    assert len(seen) == 60
 
 
 def test_ablation_guidance_hook_and_cancel(creature):

@@ -226,6 +226,22 @@ class DeformationField(nn.Module):
         """Positions only (e.g. an animated mesh's vertices (V, 3)) moved by the same field at time ``t``."""
         return points + self(points, t).d_means
 
+    @torch.no_grad()
+    def hold_after(self, t: float) -> None:
+        """Every space-time row after time ``t`` takes the (interpolated) row at ``t``: later times then deform
+        exactly as ``t`` does, so training that reaches them starts from the motion already found."""
+        position = min(max(float(t), 0.0), 1.0) * (self.time_resolution - 1)
+        if abs(position - round(position)) < 1e-6:  # a frame on a row (t = i / (T - 1) is inexact in floats)
+            position = float(round(position))
+        below = int(position)
+        above = min(below + 1, self.time_resolution - 1)
+        weight = position - below
+        for plane in self.temporal:
+            row = plane[:, :, below] * (1.0 - weight) + plane[:, :, above] * weight  # (3, C, r)
+            first = below + 1 if weight == 0.0 else above
+            if first < self.time_resolution:
+                plane[:, :, first:] = row[:, :, None, :]
+
     # ------------------------------------------------------------------------------------------ regularisers
 
     def total_variation(self) -> Tensor:

@@ -47,7 +47,16 @@ from pla4d.stages.static3d import (
     select_cameras,
 )
 
-__all__ = ["MotionResult", "ViewPool", "build_field", "lambda_at", "render_deformed", "resolution_at", "train_motion"]
+__all__ = [
+    "MotionResult",
+    "ViewPool",
+    "build_field",
+    "frames_reached",
+    "lambda_at",
+    "render_deformed",
+    "resolution_at",
+    "train_motion",
+]
 
 Guidance = Callable[[Tensor, Tensor, dict[str, Any]], Tensor]
 
@@ -69,6 +78,15 @@ def lambda_at(cfg: MotionConfig, iteration: int, total: int) -> float:
 
 def resolution_at(cfg: MotionConfig, iteration: int, total: int) -> int:
     return resolution_schedule(cfg.resolutions, cfg.resolution_steps, iteration, total)
+
+
+def frames_reached(cfg: MotionConfig, iteration: int, total: int, num_frames: int) -> int:
+    """How many frames (from the first) training draws from at ``iteration``: with ``frame_curriculum`` f > 0
+    the count grows from 2 to all over the first f of the iterations, else all frames from the start."""
+    if cfg.frame_curriculum <= 0 or num_frames <= 2:
+        return num_frames
+    span = cfg.frame_curriculum * total
+    return min(num_frames, 2 + int((num_frames - 2) * iteration / max(span, 1.0)))
 
 
 def build_field(cfg: MotionConfig, num_frames: int, seed: int = 0) -> DeformationField:
@@ -222,6 +240,7 @@ def train_motion(
     use_guidance = guidance is not None and cfg.guidance_weight > 0 and cfg.guidance_views > 0
     history: list[dict[str, float]] = []
     order: list[int] = []
+    reached = frames_reached(cfg, 0, total, num_frames)
     if cfg.rigidity_weight > 0 and cfg.rigidity_neighbours > 0 and model.num_gaussians > 1:
         with torch.no_grad():
             neighbours, rest = knn_pairs(model.means.detach(), cfg.rigidity_neighbours)
@@ -255,12 +274,24 @@ def train_motion(
                 torch.stack([p[0] for p in pairs]).to(device),
                 torch.stack([p[1] for p in pairs]).to(device),
             )
-        # Frames in epochs: every frame is seen once before any is seen twice.
+        reach = frames_reached(cfg, it, total, num_frames)
+        if reach > reached:
+            # The frames just reached start from the motion of the last frame trained so far, a few pixels
+            # away, instead of from rest, which may be further than the photometric loss can pull.
+            field_.hold_after(float(frame_time(reached - 1, num_frames)))
+            reached = reach
         batch: list[int] = []
-        while len(batch) < min(cfg.batch_frames, num_frames):
-            if not order:
-                order = torch.randperm(num_frames, generator=generator).tolist()
-            batch.append(order.pop())
+        if reached < num_frames:
+            # Growing: the newest frame, and others drawn from those reached.
+            batch.append(reached - 1)
+            others = torch.randperm(reached - 1, generator=generator).tolist()
+            batch += others[: min(cfg.batch_frames, reached) - 1]
+        else:
+            # Frames in epochs: every frame is seen once before any is seen twice.
+            while len(batch) < min(cfg.batch_frames, num_frames):
+                if not order:
+                    order = torch.randperm(num_frames, generator=generator).tolist()
+                batch.append(order.pop())
         times = [float(frame_time(i, num_frames)) for i in batch]
         n_front = len(times)
         cons_idx = torch.randint(len(pool), (cfg.consistency_views,), generator=generator) if use_consistency else None
