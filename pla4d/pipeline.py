@@ -285,7 +285,14 @@ def _train_motion_stage(
         on_iteration=on_iteration, should_cancel=should_cancel, guidance=guidance,
     )  # fmt: skip
     emit({"type": "stage_finished", "stage": "motion", "seconds": result.timings.get("train_s", 0.0)})
-    return result.field, note, _depth_prior_note(preset.motion, result.mirror_plane, result.field.depth_lift)
+    depth_note = _depth_prior_note(preset.motion, result.mirror_plane, result.field.depth_lift)
+    if preset.motion.frame_curriculum > 0:
+        depth_note += (
+            "; frames trained first to last (frame curriculum)"
+            if result.frame_curriculum > 0
+            else "; frames trained in random order (the frame curriculum needs the depth prior)"
+        )
+    return result.field, note, depth_note
 
 
 def _depth_prior_note(cfg: MotionConfig, plane: MirrorPlane | None, used: dict | None) -> str:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -149,3 +150,21 @@ def test_hold_after_makes_later_times_move_as_the_held_time():
         else:  # the held time falls between rows: every later row holds its interpolated value
             assert torch.allclose(after[4:], after[4].expand_as(after[4:]), atol=1e-6)
         assert not torch.allclose(before[4:], before[3].expand_as(before[4:]), atol=1e-3)
+
+
+def test_log_scale_bound_squashes_scale_changes_and_is_saved():
+    model = _model()
+    bounded = DeformationField(8, spatial_resolutions=(8, 16), channels=4, log_scale_bound=0.7)
+    free = DeformationField(8, spatial_resolutions=(8, 16), channels=4)
+    _perturb_heads(bounded, std=5.0)
+    free.load_state_dict(bounded.state_dict())
+    d_bounded = bounded(model.means, 0.5).d_log_scales
+    d_free = free(model.means, 0.5).d_log_scales
+    assert d_free.abs().max() > 2.0  # the heads ask for large changes
+    assert d_bounded.abs().max() <= 0.7
+    assert torch.allclose(d_bounded, 0.7 * torch.tanh(d_free / 0.7))
+    assert DeformationField(**bounded.config()).log_scale_bound == 0.7
+    old = {k: v for k, v in free.config().items() if k != "log_scale_bound"}  # a field saved before the bound
+    assert DeformationField(**old).log_scale_bound is None
+    with pytest.raises(ValueError, match="log_scale_bound"):
+        DeformationField(8, log_scale_bound=0.0)

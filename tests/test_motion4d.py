@@ -80,21 +80,27 @@ def test_training_follows_the_motion(creature):
 
 
 def test_frame_curriculum_grows_from_the_first_frames_and_still_follows_the_motion(creature):
-    cfg = MotionConfig(frame_curriculum=0.5)
-    reached = [frames_reached(cfg, i, 100, 17) for i in range(100)]
+    reached = [frames_reached(0.5, i, 100, 17) for i in range(100)]
     assert reached[0] == 2 and reached[50:] == [17] * 50
     assert all(b >= a for a, b in zip(reached, reached[1:], strict=False))
-    assert frames_reached(MotionConfig(frame_curriculum=0.0), 0, 100, 17) == 17
+    assert frames_reached(0.0, 0, 100, 17) == 17
 
-    model, frames, front = creature
-    before = _front_psnr(model, frames, front)
+    # Seen across its mirror plane, the creature's depth prior is used, and with it the curriculum.
+    model, _, _ = creature
+    oblique = orbit_cameras([50.0], 0.0, 3.0, 40.0, SIZE)
+    frames = torch.from_numpy(render_example_frames(animate_creature(4, cycles=0.5), oblique, supersample=1))[:, 0]
+    before = _front_psnr(model, frames, oblique)
     seen: list[int] = []
-    result = train_motion(
-        model, frames, front, _cfg(frame_curriculum=0.5), seed=0, on_iteration=lambda r, f: seen.append(r["iteration"])
-    )
-    after = _front_psnr(model, frames, front, result.field)
-    assert min(a - b for a, b in zip(after[1:], before[1:], strict=True)) > 2.0, (before, after)
+    cfg = _cfg(frame_curriculum=0.5)
+    result = train_motion(model, frames, oblique, cfg, seed=0, on_iteration=lambda r, f: seen.append(r["iteration"]))
+    assert result.field.depth_lift is not None and result.frame_curriculum == 0.5
+    after = _front_psnr(model, frames, oblique, result.field)
+    # Every moving frame gets clearly closer (measured +1.4 to +1.8 dB in 60 iterations).
+    assert min(a - b for a, b in zip(after[1:], before[1:], strict=True)) > 1.0, (before, after)
     assert len(seen) == 60
+    # Without a depth prior it does not run: held motion would hold the unseen depth too.
+    plain = train_motion(model, frames, oblique, _cfg(frame_curriculum=0.5, mirror_prior=False, iterations=2))
+    assert plain.field.depth_lift is None and plain.frame_curriculum == 0.0
 
 
 def test_ablation_guidance_hook_and_cancel(creature):

@@ -65,7 +65,9 @@ class DeformationField(nn.Module):
     ``depth_lift`` ({"normal", "eye", "softness"}, or None): the mirror-plane prior of pla4d/deform/mirror.py;
     the position delta's component along the rays from ``eye`` (the input camera) is set so the motion runs
     parallel to the plane with that ``normal``. It is part of :meth:`config`, so a saved field moves points
-    the same way when it is loaded again.
+    the same way when it is loaded again. ``log_scale_bound`` (or None: unbounded): the log-scale delta is
+    squashed smoothly into +-bound (``bound * tanh(d / bound)``), so a Gaussian cannot grow into a streak across
+    the frame to cover motion it failed to follow (seen on khr_cesiumman: scales x45).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class DeformationField(nn.Module):
         deform_scales: bool = True,
         deform_opacity: bool = True,
         depth_lift: dict | None = None,
+        log_scale_bound: float | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -98,6 +101,9 @@ class DeformationField(nn.Module):
         self.channels = int(channels)
         self.register_buffer("bounds", torch.tensor([float(bounds[0]), float(bounds[1])]), persistent=True)
         self.deform_rotations, self.deform_scales, self.deform_opacity = deform_rotations, deform_scales, deform_opacity
+        if log_scale_bound is not None and not log_scale_bound > 0:
+            raise ValueError(f"log_scale_bound must be positive or None, got {log_scale_bound}")
+        self.log_scale_bound = None if log_scale_bound is None else float(log_scale_bound)
         self.depth_lift = (
             None
             if depth_lift is None
@@ -152,6 +158,7 @@ class DeformationField(nn.Module):
             "deform_scales": self.deform_scales,
             "deform_opacity": self.deform_opacity,
             "depth_lift": self.depth_lift,
+            "log_scale_bound": self.log_scale_bound,
         }
 
     # ------------------------------------------------------------------------------------------ features
@@ -196,6 +203,8 @@ class DeformationField(nn.Module):
             d_means = self._lift(d_means, means)
         d_quats = self.head_quats(h) if self.deform_rotations else h.new_zeros(*h.shape[:-1], 4)
         d_scales = self.head_scales(h) if self.deform_scales else h.new_zeros(*h.shape[:-1], 3)
+        if self.deform_scales and self.log_scale_bound is not None:
+            d_scales = self.log_scale_bound * torch.tanh(d_scales / self.log_scale_bound)
         d_opacity = self.head_opacity(h)[..., 0] if self.deform_opacity else h.new_zeros(h.shape[:-1])
         out = Deltas(d_means, d_quats, d_scales, d_opacity)
         if single:
