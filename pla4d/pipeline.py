@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,13 +26,15 @@ from pla4d.asset.export import export_glb, write_contact_sheet, write_preview_vi
 from pla4d.asset.format import AnimatedMesh, Asset4D, write_asset
 from pla4d.config import MotionConfig, PresetConfig
 from pla4d.deform.hexplane import DeformationField, frame_time
-from pla4d.deform.mirror import MirrorPlane
 from pla4d.errors import raise_if_cancelled
 from pla4d.gaussians.ply import load_ply
 from pla4d.lift import EventSink, load_frame, make_perceptual, pick_device, run_lift
 from pla4d.progress import Progress
 from pla4d.render.mesh import load_mesh
 from pla4d.runfolder import sha256_of, write_json
+
+if TYPE_CHECKING:  # the motion stage is imported where it runs
+    from pla4d.stages.motion4d import MotionResult
 
 STAGES = ("static", "motion", "asset", "exports")
 
@@ -285,28 +287,30 @@ def _train_motion_stage(
         on_iteration=on_iteration, should_cancel=should_cancel, guidance=guidance,
     )  # fmt: skip
     emit({"type": "stage_finished", "stage": "motion", "seconds": result.timings.get("train_s", 0.0)})
-    depth_note = _depth_prior_note(preset.motion, result.mirror_plane, result.field.depth_lift)
-    if preset.motion.frame_curriculum > 0:
-        depth_note += (
-            "; frames trained first to last (frame curriculum)"
-            if result.frame_curriculum > 0
-            else "; frames trained in random order (the frame curriculum needs the depth prior)"
-        )
-    return result.field, note, depth_note
+    return result.field, note, _depth_prior_note(preset.motion, result)
 
 
-def _depth_prior_note(cfg: MotionConfig, plane: MirrorPlane | None, used: dict | None) -> str:
-    """One line on how the depth of the motion was set (the mirror-plane prior, pla4d/deform/mirror.py)."""
+def _depth_prior_note(cfg: MotionConfig, result: MotionResult) -> str:
+    """One line on how the depth of the motion was set (the mirror-plane prior, pla4d/deform/mirror.py) and, as
+    the curriculum depends on it, in which order the frames were trained."""
+    plane = result.mirror_plane
     if not cfg.mirror_prior:
-        return "mirror-plane prior off: the depth of the motion is left to the video alone"
-    if plane is None:
-        return (f"no mirror plane (fewer than {cfg.mirror_min_inliers:.0%} of the Gaussians reflect onto the "
-                "object): the depth of the motion is left to the video alone")  # fmt: skip
-    n = ", ".join(f"{x:.2f}" for x in plane.normal)
-    found = f"mirror plane with normal ({n}), {plane.inlier_fraction:.0%} of the Gaussians reflect onto the object"
-    if not used:
-        return f"{found}; the input camera looks along it, so the depth of the motion is left to the video alone"
-    return f"{found}: the motion's depth is set parallel to it"
+        depth = "mirror-plane prior off: the depth of the motion is left to the video alone"
+    elif plane is None:
+        depth = (f"no mirror plane (fewer than {cfg.mirror_min_inliers:.0%} of the Gaussians reflect onto the "
+                 "object): the depth of the motion is left to the video alone")  # fmt: skip
+    else:
+        n = ", ".join(f"{x:.2f}" for x in plane.normal)
+        depth = f"mirror plane with normal ({n}), {plane.inlier_fraction:.0%} of the Gaussians reflect onto the object"
+        if result.field.depth_lift is None:
+            depth += "; the input camera looks along it, so the depth of the motion is left to the video alone"
+        else:
+            depth += ": the motion's depth is set parallel to it"
+    if cfg.frame_curriculum <= 0:
+        return depth
+    if result.frame_curriculum > 0:
+        return f"{depth}; frames trained first to last (frame curriculum)"
+    return f"{depth}; frames trained in random order (the frame curriculum needs the depth prior)"
 
 
 def load_field(folder: Path, device: torch.device | str = "cpu") -> DeformationField:

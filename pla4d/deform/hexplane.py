@@ -237,8 +237,9 @@ class DeformationField(nn.Module):
 
     @torch.no_grad()
     def hold_after(self, t: float) -> None:
-        """Every space-time row after time ``t`` takes the (interpolated) row at ``t``: later times then deform
-        exactly as ``t`` does, so training that reaches them starts from the motion already found."""
+        """Every space-time row after time ``t`` takes the (interpolated) row at ``t``, so training that reaches
+        later times starts from the motion already found. When ``t`` falls on a row (the default: one row per
+        frame) later times then deform exactly as ``t`` does."""
         position = min(max(float(t), 0.0), 1.0) * (self.time_resolution - 1)
         if abs(position - round(position)) < 1e-6:  # a frame on a row (t = i / (T - 1) is inexact in floats)
             position = float(round(position))
@@ -247,9 +248,7 @@ class DeformationField(nn.Module):
         weight = position - below
         for plane in self.temporal:
             row = plane[:, :, below] * (1.0 - weight) + plane[:, :, above] * weight  # (3, C, r)
-            first = below + 1 if weight == 0.0 else above
-            if first < self.time_resolution:
-                plane[:, :, first:] = row[:, :, None, :]
+            plane[:, :, below + 1 :] = row[:, :, None, :]
 
     # ------------------------------------------------------------------------------------------ regularisers
 
