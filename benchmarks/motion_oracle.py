@@ -20,12 +20,12 @@ image-plane motion: the ceiling of the prior when the visible motion is tracked 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_log import append_result
 from scipy.spatial import cKDTree
 
 from pla4d.clip import load_clip
@@ -102,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         record[name] = {**{k: round(v, 4) for k, v in mean.items()}, "input_view_psnr": round(front["psnr"], 2),
                         "views_psnr": {v: round(s["psnr"], 2) for v, s in by_view.items()}}  # fmt: skip
     record["mean_displacement"] = {k: [round(x, 4) for x in v] for k, v in moved.items()}
-    line = json.dumps(record)
-    print(line)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as handle:
-        handle.write(line + "\n")
+    append_result(args.out, record)
     return 0
 
 

@@ -15,12 +15,12 @@ from frame 0, ours, and the distance between them (pixels at the clip's resoluti
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_log import append_result
 
 from pla4d.clip import load_clip
 from pla4d.deform.hexplane import frame_time
@@ -92,11 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_error_px": round(float(np.mean([r["error_px"] for r in rows])), 2),
         "frames": rows,
     }
-    line = json.dumps(record)
-    print(line)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as handle:
-        handle.write(line + "\n")
+    append_result(args.out, record)
     return 0
 
 
