@@ -71,6 +71,34 @@ def test_sampling_matches_grid_sample_and_time_rows():
     assert torch.allclose(feat, expected, atol=1e-5)
 
 
+def test_space_time_planes_read_like_grid_sample_between_rows():
+    # Times between rows and at both ends, points inside and outside the box: the matrix-product reading of the
+    # space-time planes gives grid_sample's bilinear values, and the same gradients.
+    field = DeformationField(5, spatial_resolutions=(7,), channels=2)
+    with torch.no_grad():
+        field.spatial[0].fill_(1.0)
+        for p in field.temporal:
+            p.copy_(torch.rand_like(p) + 0.5)
+    pts = torch.rand(40, 3) * 3.0 - 1.5
+    times = torch.tensor([0.0, 0.13, 0.5, 0.91, 1.0])
+    feat = field.features(pts, times)  # (B, N, C)
+    x = field.normalise(pts)
+    tc = times * 2 - 1
+    expected = torch.ones(len(times), 40, 2)
+    for axis in range(3):
+        grid = torch.stack([x[:, axis][None].expand(len(times), -1), tc[:, None].expand(-1, 40)], -1)
+        plane = field.temporal[0][axis : axis + 1]  # (1, C, T, R)
+        sampled = F.grid_sample(plane, grid.reshape(1, -1, 1, 2), padding_mode="border", align_corners=True)
+        expected = expected * sampled[0, :, :, 0].t().reshape(len(times), 40, 2)
+    assert torch.allclose(feat, expected, atol=1e-5)
+    weights = torch.randn_like(feat)
+    (feat * weights).sum().backward()
+    ours = field.temporal[0].grad.clone()
+    field.temporal[0].grad = None
+    (expected * weights).sum().backward()
+    assert torch.allclose(ours, field.temporal[0].grad, atol=1e-4)
+
+
 def test_gradients_reach_planes_and_mlp():
     model = _model()
     field = DeformationField(6, spatial_resolutions=(8, 16), channels=4)
