@@ -146,9 +146,6 @@ class _BlurPool(nn.Module):
         return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), self.filt, stride=2, groups=x.shape[1])
 
 
-_BINOMIAL = (0.25, 0.5, 0.25)
-
-
 def _conv_then_blur_pool(x: Tensor, conv: nn.Conv2d, blur: _BlurPool) -> Tensor:
     """``blur(conv(x))`` for a stride-1 conv followed by the stride-2 blur-pool, with nothing between them.
 
@@ -156,30 +153,38 @@ def _conv_then_blur_pool(x: Tensor, conv: nn.Conv2d, blur: _BlurPool) -> Tensor:
     kernel blurred (AlexNet's conv1: 13x13 at stride 2 instead of 11x11 at stride 1 and a blur, about half the
     time forward and back on CPU). The blur-pool pads the conv's *output* by reflection, which one convolution of
     the input cannot reproduce, so the first and last output rows and columns are computed the direct way from
-    the few conv rows they read. Same numbers as ``blur(conv(x))`` up to float rounding.
+    the few conv rows they read, with the blur's filter split into its row and column taps (the binomial is
+    separable). Same numbers as ``blur(conv(x))`` up to float rounding.
     """
     weight, bias = conv.weight, conv.bias
     pad = conv.padding[0]
     kernel = weight.shape[-1]
+    filt = blur.filt[0, 0]  # (3, 3), taps summing to 1
+    row_taps, column_taps = filt.sum(dim=1).tolist(), filt.sum(dim=0).tolist()
     merged = weight.new_zeros(*weight.shape[:2], kernel + 2, kernel + 2)
-    for k, a in enumerate(_BINOMIAL):
-        for j, b in enumerate(_BINOMIAL):
-            merged[..., k : k + kernel, j : j + kernel] += (a * b) * weight
+    for k in range(3):
+        for j in range(3):
+            merged[..., k : k + kernel, j : j + kernel] += filt[k, j] * weight
     # The blur's taps sum to 1, so the bias passes through it unchanged.
     out = F.conv2d(F.pad(x, (pad + 2,) * 4), merged.contiguous(memory_format=torch.channels_last), bias, stride=2)
     padded = F.pad(x, (pad,) * 4)
     conv_height, conv_width = padded.shape[-2] - kernel + 1, padded.shape[-1] - kernel + 1
-    top, bottom = _blur_pool_edge_rows(padded, weight, bias, conv_height)
-    left, right = _blur_pool_edge_rows(padded.transpose(-1, -2), weight.transpose(-1, -2), bias, conv_width)
+    top, bottom = _blur_pool_edge_rows(padded, weight, bias, conv_height, row_taps, column_taps)
+    left, right = _blur_pool_edge_rows(
+        padded.transpose(-1, -2), weight.transpose(-1, -2), bias, conv_width, column_taps, row_taps
+    )
     out = out.clone()
     out[..., :1, :], out[..., -1:, :] = top, bottom
     out[..., :, :1], out[..., :, -1:] = left.transpose(-1, -2), right.transpose(-1, -2)
     return out
 
 
-def _blur_pool_edge_rows(padded: Tensor, weight: Tensor, bias: Tensor | None, height: int) -> tuple[Tensor, Tensor]:
+def _blur_pool_edge_rows(
+    padded: Tensor, weight: Tensor, bias: Tensor | None, height: int, taps: list[float], across: list[float]
+) -> tuple[Tensor, Tensor]:
     """The first and last rows of ``blur(conv(.))`` (see above) from the conv rows they read, reflection included;
-    ``padded``: the conv's input with its padding, ``height``: the conv output's height."""
+    ``padded``: the conv's input with its padding, ``height``: the conv output's height, ``taps``/``across``: the
+    blur's taps down the rows and along them."""
     last = (height + 1) // 2  # index of the blur-pool's last output row
     rows = []
     for i in (0, last):
@@ -187,10 +192,10 @@ def _blur_pool_edge_rows(padded: Tensor, weight: Tensor, bias: Tensor | None, he
         sources = [_reflect_index(2 * i + k - 2, height) for k in range(3)]
         lo = min(sources)
         conv_rows = F.conv2d(padded[..., lo : max(sources) + weight.shape[-2], :], weight, bias)
-        row = sum(a * conv_rows[..., s - lo : s - lo + 1, :] for a, s in zip(_BINOMIAL, sources, strict=True))
+        row = sum(a * conv_rows[..., s - lo : s - lo + 1, :] for a, s in zip(taps, sources, strict=True))
         along = F.pad(row, (2, 2, 0, 0), mode="reflect")
         n = (along.shape[-1] - 3) // 2 + 1
-        rows.append(sum(a * along[..., k : k + 2 * n - 1 : 2] for k, a in enumerate(_BINOMIAL)))
+        rows.append(sum(a * along[..., k : k + 2 * n - 1 : 2] for k, a in enumerate(across)))
     return rows[0], rows[1]
 
 
