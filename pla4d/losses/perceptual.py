@@ -152,15 +152,12 @@ def _conv_then_blur_pool(x: Tensor, conv: nn.Conv2d, blur: _BlurPool) -> Tensor:
     Both are linear, so away from the borders they are one stride-2 convolution whose kernel is the conv's
     kernel blurred (AlexNet's conv1: 13x13 at stride 2 instead of 11x11 at stride 1 and a blur, about half the
     time forward and back on CPU). The blur-pool pads the conv's *output* by reflection, which one convolution of
-    the input cannot reproduce, so the first and last output rows and columns are computed the direct way from
-    the few conv rows they read, with the blur's filter split into its row and column taps (the binomial is
-    separable). Same numbers as ``blur(conv(x))`` up to float rounding.
+    the input cannot reproduce, so the first and last output rows and columns are taken from ``blur(conv(.))``
+    run the direct way on a thin strip at each border. Same numbers as ``blur(conv(x))`` up to float rounding.
     """
     weight, bias = conv.weight, conv.bias
-    pad = conv.padding[0]
-    kernel = weight.shape[-1]
-    filt = blur.filt[0, 0]  # (3, 3), taps summing to 1
-    row_taps, column_taps = filt.sum(dim=1).tolist(), filt.sum(dim=0).tolist()
+    pad, kernel = conv.padding[0], weight.shape[-1]
+    filt = blur.filt[0, 0]  # (3, 3)
     merged = weight.new_zeros(*weight.shape[:2], kernel + 2, kernel + 2)
     for k in range(3):
         for j in range(3):
@@ -168,41 +165,17 @@ def _conv_then_blur_pool(x: Tensor, conv: nn.Conv2d, blur: _BlurPool) -> Tensor:
     # The blur's taps sum to 1, so the bias passes through it unchanged.
     out = F.conv2d(F.pad(x, (pad + 2,) * 4), merged.contiguous(memory_format=torch.channels_last), bias, stride=2)
     padded = F.pad(x, (pad,) * 4)
-    conv_height, conv_width = padded.shape[-2] - kernel + 1, padded.shape[-1] - kernel + 1
-    top, bottom = _blur_pool_edge_rows(padded, weight, bias, conv_height, row_taps, column_taps)
-    left, right = _blur_pool_edge_rows(
-        padded.transpose(-1, -2), weight.transpose(-1, -2), bias, conv_width, column_taps, row_taps
-    )
+    height, width = padded.shape[-2] - kernel + 1, padded.shape[-1] - kernel + 1
+    # A strip of 5 conv rows reflects at its border as the whole map does; the far strips start on an even row
+    # (column) so that their stride-2 outputs fall on the whole map's.
+    strip = 5 + kernel - 1
+    last_row, last_col = (height - 5) // 2 * 2, (width - 5) // 2 * 2
     out = out.clone()
-    out[..., :1, :], out[..., -1:, :] = top, bottom
-    out[..., :, :1], out[..., :, -1:] = left.transpose(-1, -2), right.transpose(-1, -2)
+    out[..., :1, :] = blur(F.conv2d(padded[..., :strip, :], weight, bias))[..., :1, :]
+    out[..., -1:, :] = blur(F.conv2d(padded[..., last_row:, :], weight, bias))[..., -1:, :]
+    out[..., :, :1] = blur(F.conv2d(padded[..., :, :strip], weight, bias))[..., :, :1]
+    out[..., :, -1:] = blur(F.conv2d(padded[..., :, last_col:], weight, bias))[..., :, -1:]
     return out
-
-
-def _blur_pool_edge_rows(
-    padded: Tensor, weight: Tensor, bias: Tensor | None, height: int, taps: list[float], across: list[float]
-) -> tuple[Tensor, Tensor]:
-    """The first and last rows of ``blur(conv(.))`` (see above) from the conv rows they read, reflection included;
-    ``padded``: the conv's input with its padding, ``height``: the conv output's height, ``taps``/``across``: the
-    blur's taps down the rows and along them."""
-    last = (height + 1) // 2  # index of the blur-pool's last output row
-    rows = []
-    for i in (0, last):
-        # Row i reads conv rows 2i-2 .. 2i of the output padded by 2 with reflection.
-        sources = [_reflect_index(2 * i + k - 2, height) for k in range(3)]
-        lo = min(sources)
-        conv_rows = F.conv2d(padded[..., lo : max(sources) + weight.shape[-2], :], weight, bias)
-        row = sum(a * conv_rows[..., s - lo : s - lo + 1, :] for a, s in zip(taps, sources, strict=True))
-        along = F.pad(row, (2, 2, 0, 0), mode="reflect")
-        n = (along.shape[-1] - 3) // 2 + 1
-        rows.append(sum(a * along[..., k : k + 2 * n - 1 : 2] for k, a in enumerate(across)))
-    return rows[0], rows[1]
-
-
-def _reflect_index(index: int, size: int) -> int:
-    if index < 0:
-        return -index
-    return 2 * (size - 1) - index if index > size - 1 else index
 
 
 def _slice(layers: dict[int, nn.Module]) -> nn.Sequential:
