@@ -63,6 +63,7 @@ class Setting:
     default: Any = None  # run-level settings only; preset settings default to the preset's value
     defaults: tuple[tuple[str, Any], ...] = ()  # per-scope defaults of a run-level setting (the demo's 32 frames)
     shortcut: tuple[str, Any, str] | None = None  # an extra CLI flag that sets a fixed value: (flag, value, help)
+    min_items: int = 1  # lists: the fewest values (resolution_steps is empty with a single resolution)
 
     @property
     def section(self) -> str:
@@ -97,8 +98,8 @@ class Setting:
             return None
         if self.type in ("ints", "floats"):
             items = list(value) if isinstance(value, list | tuple) else None
-            if items is None or not 1 <= len(items) <= MAX_LIST:
-                raise SettingError(f"{self.path} must be a list of 1 to {MAX_LIST} values, "
+            if items is None or not self.min_items <= len(items) <= MAX_LIST:
+                raise SettingError(f"{self.path} must be a list of {self.min_items} to {MAX_LIST} values, "
                                    f"each {self._item().describe_range()} (got {_show(value)})")  # fmt: skip
             return tuple(self._item().check(v) for v in items)
         if self.type == "bool":
@@ -164,7 +165,7 @@ SETTINGS: list[Setting] = [
     S("static.resolutions", "ints", "training resolutions, in pixels, coarse to fine", 16, 2048,
       aliases=("overrides.resolutions",)),
     S("static.resolution_steps", "floats", "fractions of training where the next resolution starts", 0.0, 1.0,
-      aliases=("overrides.resolution_steps",)),
+      aliases=("overrides.resolution_steps",), min_items=0),
     S("static.perceptual_weight", "float", "weight of the LPIPS loss", 0.0, 10.0,
       aliases=("overrides.perceptual_weight",)),
     S("static.perceptual_max_size", "int", "LPIPS sees renders downsampled to at most this size", 16, 2048,
