@@ -153,35 +153,3 @@ def score_run(run: str | Path, prompt: str, model: str = DEFAULT_CLIP_MODEL, dev
         "frames": sorted({w["frame"] for w in where}),
         "run": str(run),
     }
-
-
-def save_tiny_random_clip(folder: str | Path, seed: int = 0) -> Path:
-    """A tiny randomly initialised CLIPModel with an in-memory BPE tokenizer, saved in the transformers layout
-    (tests of the mechanics: real loading code, meaningless similarities)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in letters:
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    merges = [("a", "n</w>"), ("p", "an</w>")]
-    for a, b in merges:
-        vocab[a + b] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-    torch.manual_seed(seed)
-    config = CLIPConfig(
-        text_config={"vocab_size": len(vocab), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 1,
-                     "pad_token_id": 1},
-        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=8,
-    )  # fmt: skip
-    folder = Path(folder)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps(
-        {"crop_size": {"height": 32, "width": 32}, "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD),
-         "size": {"shortest_edge": 32}, "image_processor_type": "CLIPImageProcessor"}, indent=1))  # fmt: skip
-    return folder

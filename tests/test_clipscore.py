@@ -20,7 +20,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pla4d.clipscore import save_tiny_random_clip
+    from tests.tiny_models import save_tiny_random_clip
 
     return save_tiny_random_clip(tmp_path_factory.mktemp("clip"))
 

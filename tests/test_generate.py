@@ -43,9 +43,7 @@ def tiny_preset() -> PresetConfig:
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from pla4d.guidance.zero123 import save_tiny_random_zero123
-    from pla4d.image_to_mesh.shap_e import save_tiny_random_shap_e
-    from pla4d.textvideo.tiny import save_tiny_random_wan
+    from tests.tiny_models import save_tiny_random_shap_e, save_tiny_random_wan, save_tiny_random_zero123
 
     root = tmp_path_factory.mktemp("models")
     return {

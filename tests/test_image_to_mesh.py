@@ -65,7 +65,8 @@ def test_tiny_shap_e_by_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     pytest.importorskip("diffusers")
     pytest.importorskip("skimage")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from pla4d.image_to_mesh.shap_e import ShapEImageToMesh, save_tiny_random_shap_e
+    from pla4d.image_to_mesh.shap_e import ShapEImageToMesh
+    from tests.tiny_models import save_tiny_random_shap_e
 
     folder = save_tiny_random_shap_e(tmp_path / "shap-e")
     model = ShapEImageToMesh.load(str(folder), folder, "cpu", steps=2, grid_size=24, image_size=64)

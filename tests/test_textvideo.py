@@ -21,7 +21,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("family", ["wan", "cogvideox"])
 def test_tiny_pipelines_generate_frames(tmp_path: Path, family: str) -> None:
-    from pla4d.textvideo import tiny
+    from tests import tiny_models as tiny
 
     folder = getattr(tiny, f"save_tiny_random_{family}")(tmp_path / family)
     model = load_text_to_video(family, folder, "cpu")
@@ -56,7 +56,7 @@ def test_prompt_suffix_and_constraints() -> None:
 
 
 def test_not_a_video_pipeline_is_refused(tmp_path: Path) -> None:
-    from pla4d.image_to_mesh.shap_e import save_tiny_random_shap_e
+    from tests.tiny_models import save_tiny_random_shap_e
 
     folder = save_tiny_random_shap_e(tmp_path / "shap-e")
     with pytest.raises(ValueError, match="not a text-to-video pipeline"):

@@ -19,8 +19,8 @@ from pla4d.guidance.zero123 import (  # noqa: E402
     ReferenceEncoding,
     Zero123Guidance,
     load_zero123_or_none,
-    save_tiny_random_zero123,
 )
+from tests.tiny_models import save_tiny_random_zero123  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

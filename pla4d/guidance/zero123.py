@@ -488,90 +488,6 @@ def load_zero123_or_none(
     return guidance, ""
 
 
-def save_tiny_random_zero123(folder: str | os.PathLike[str], seed: int = 0, *, embedding_dim: int = 16) -> Path:
-    """Write a tiny randomly initialised Zero123 in the real diffusers layout (for tests of the mechanics: it
-    runs on the CPU in a fraction of a second and predicts nothing meaningful). 256 x 256 images, 32 x 32
-    latents, as the real models; returns the folder."""
-    components = _import_components()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    unet = components["UNet2DConditionModel"](
-        sample_size=32,
-        in_channels=8,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=embedding_dim,
-        attention_head_dim=4,
-        norm_num_groups=4,
-    )
-    vae = components["AutoencoderKL"](
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(4, 4, 4, 4),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=2,
-        sample_size=256,
-    )
-    from transformers import CLIPVisionConfig
-
-    clip_config = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-        projection_dim=embedding_dim,
-    )
-    image_encoder = components["CLIPVisionModelWithProjection"](clip_config)
-    scheduler = components["DDIMScheduler"](
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-    )
-    unet.save_pretrained(folder / "unet")
-    vae.save_pretrained(folder / "vae")
-    image_encoder.save_pretrained(folder / "image_encoder")
-    scheduler.save_pretrained(folder / "scheduler")
-    CameraProjection(embedding_dim, 4).save_folder(folder / "clip_camera_projection")
-    (folder / "feature_extractor").mkdir(exist_ok=True)
-    preprocessor = {
-        "crop_size": {"height": 32, "width": 32},
-        "do_center_crop": True,
-        "do_normalize": True,
-        "do_resize": True,
-        "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD),
-        "image_processor_type": "CLIPImageProcessor",
-        "resample": 3,
-        "size": {"shortest_edge": 32},
-    }
-    (folder / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-    model_index = {
-        "_class_name": "Zero123Pipeline",
-        "clip_camera_projection": ["zero123", "CLIPCameraProjection"],
-        "feature_extractor": ["transformers", "CLIPImageProcessor"],
-        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
-    return folder
-
-
 __all__ = [
     "DEFAULT_ZERO123_ID",
     "ZERO123_XL_ID",
@@ -580,5 +496,4 @@ __all__ = [
     "Zero123Guidance",
     "load_zero123_or_none",
     "resolve_model_folder",
-    "save_tiny_random_zero123",
 ]

@@ -16,7 +16,6 @@ scikit-image's marching cubes (Lewiner), and the colour head is read at the vert
 from __future__ import annotations
 
 import gc
-import os
 from pathlib import Path
 from typing import Any
 
@@ -150,47 +149,3 @@ def decode_mesh(renderer: Any, latent: torch.Tensor, grid_size: int = 128) -> tu
     _, colour = _query(renderer, torch.from_numpy(verts.astype(np.float32)))
     linear = srgb_to_linear(colour.clamp(0, 1)).numpy()
     return verts.astype(np.float32), faces.astype(np.int64), linear.astype(np.float32)
-
-
-def save_tiny_random_shap_e(folder: str | os.PathLike[str], seed: int = 0) -> Path:
-    """A tiny randomly initialised ShapEImg2ImgPipeline in the real layout (tests of the mechanics). The signed
-    distance head's bias is set to the median of the field over random latents, so its surface exists."""
-    from diffusers import HeunDiscreteScheduler, PriorTransformer, ShapEImg2ImgPipeline
-    from diffusers.pipelines.shap_e import ShapERenderer
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
-
-    torch.manual_seed(seed)
-    embedding, rows = 16, 8
-    prior = PriorTransformer(
-        num_attention_heads=2, attention_head_dim=8, embedding_dim=embedding, num_embeddings=4 * rows,
-        embedding_proj_dim=16, time_embed_dim=32, num_layers=1, clip_embed_dim=2 * embedding,
-        additional_embeddings=0, time_embed_act_fn="gelu", norm_in_type="layer",
-        embedding_proj_norm_type="layer", encoder_hid_proj_type=None, added_emb_type=None,
-    )  # fmt: skip
-    encoder = CLIPVisionModel(
-        CLIPVisionConfig(hidden_size=16, image_size=32, projection_dim=16, intermediate_size=24,
-                         num_attention_heads=2, num_channels=3, num_hidden_layers=1, patch_size=8)
-    )  # fmt: skip
-    processor = CLIPImageProcessor(
-        crop_size={"height": 32, "width": 32}, do_center_crop=True, do_normalize=True, do_resize=True,
-        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
-        resample=3, size={"shortest_edge": 32},
-    )  # fmt: skip
-    renderer = ShapERenderer(param_shapes=((rows, 93), (rows, rows), (rows, rows), (rows, rows)),
-                             d_latent=embedding, d_hidden=rows, n_output=12, background=(0.1, 0.1, 0.1))  # fmt: skip
-    scheduler = HeunDiscreteScheduler(beta_schedule="exp", num_train_timesteps=1024, prediction_type="sample",
-                                      use_karras_sigmas=True, clip_sample=True, clip_sample_range=1.0)  # fmt: skip
-    points, _, _ = grid_points(renderer, 16)
-    medians = []
-    for k in range(4):
-        latent = torch.randn(4 * rows, embedding, generator=torch.Generator().manual_seed(k))
-        _load_latent_params(renderer, latent)
-        sdf, _ = _query(renderer, points)
-        medians.append(float(torch.atanh(sdf.clamp(-0.999, 0.999)).median()))
-    with torch.no_grad():
-        renderer.mlp.mlp[-1].bias[0] -= float(np.median(medians))
-    pipe = ShapEImg2ImgPipeline(prior=prior, image_encoder=encoder, image_processor=processor, scheduler=scheduler,
-                                shap_e_renderer=renderer)  # fmt: skip
-    folder = Path(folder)
-    pipe.save_pretrained(folder)
-    return folder

@@ -294,10 +294,6 @@ def locate(spec: ModelSpec) -> tuple[Path | None, str]:
     return folder, ""
 
 
-def pull_command(spec: ModelSpec) -> str:
-    return f"pla4d models pull {spec.id}"
-
-
 def missing_message(missing: Sequence[tuple[ModelSpec, str]]) -> str:
     """One message naming each missing model, what it is for, its size, and the command that fetches it."""
     lines = ["models needed for this run are not installed (nothing was started):"]

@@ -299,10 +299,8 @@ def test_two_workers_run_jobs_side_by_side(backend_factory):
 
 def test_text_job_with_tiny_models(backend_factory, tmp_path):
     """A text prompt through a real backend: tiny random Wan / Shap-E / Zero123 from folders, real u2netp."""
-    from pla4d.guidance.zero123 import save_tiny_random_zero123
-    from pla4d.image_to_mesh.shap_e import save_tiny_random_shap_e
-    from pla4d.textvideo.tiny import save_tiny_random_wan
     from tests.model_files import u2net_home
+    from tests.tiny_models import save_tiny_random_shap_e, save_tiny_random_wan, save_tiny_random_zero123
 
     u2net = u2net_home(tmp_path / "u2net")
     if u2net is None:
