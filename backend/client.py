@@ -1,7 +1,7 @@
 """The pla4d backend client: pyzmq + msgpack only (no torch, no pla4d), for the Blender add-on and scripts.
 
 with Client("tcp://127.0.0.1:5555") as c:
-    job = c.submit("example", settings={"preset": "draft"})
+    job = c.submit("example", settings={"preset": "draft", "values": {"motion.iterations": 200}})
     for event in c.follow(job["job_id"]):
         print(event["event"], event.get("iteration"))
     c.fetch(job["job_id"], "out/")
@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from backend.protocol import (
+from .protocol import (
     CHUNK,
     DEFAULT_CHUNK_SIZE,
     ERROR,
@@ -37,6 +37,27 @@ from backend.protocol import (
 )
 
 UPLOAD_CHUNK = 1 << 20
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` when it is a ZeroMQ address a client can connect to; otherwise ValueError saying what a valid
+    one looks like (ZeroMQ itself only says "Invalid argument")."""
+
+    def valid(text: str) -> bool:
+        scheme, sep, rest = text.partition("://")
+        if scheme in ("ipc", "inproc"):
+            return bool(sep and rest)
+        host, colon, port = rest.rpartition(":")
+        bare = host.strip("[]")
+        return (scheme == "tcp" and bool(sep and colon and bare) and (":" not in host or host.startswith("["))
+                and port.isdigit() and 0 < int(port) < 65536)  # fmt: skip
+
+    if valid(endpoint):
+        return endpoint
+    scheme, sep, rest = endpoint.partition("://")
+    host = rest if sep else endpoint
+    guess = next((g for g in (f"tcp://{host}", f"tcp://{host}:5555") if valid(g)), "tcp://127.0.0.1:5555")
+    raise ValueError(f"{endpoint!r} is not a backend address: write tcp://HOST:PORT, e.g. {guess}")
 
 
 class BackendError(Exception):
@@ -57,7 +78,7 @@ class Client:
         curve_server_key: bytes | str | None = None,
         curve_keypair: tuple[bytes, bytes] | None = None,
     ):
-        self.server = server
+        self.server = check_endpoint(server)
         self.key = secret.encode() if isinstance(secret, str) else secret
         self.timeout = timeout
         self.ctx = zmq.Context.instance()

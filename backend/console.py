@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return engine_main(argv)
     finally:
-        if argv[:1] in (["-h"], ["--help"]):
+        if argv[:1] in ([], ["-h"], ["--help"]):  # the engine's usage does not list these
             print("\nbackend client commands: " + ", ".join(CLIENT_COMMANDS) + " (e.g. `pla4d submit --help`)")
 
 
