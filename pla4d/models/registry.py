@@ -6,6 +6,9 @@ Models are named the way they are loaded: Hugging Face model ids (``owner/name``
 network), ``pla4d models verify`` re-hashes what is on disk, and :func:`require` is the check every command runs
 before it does any work: one message naming each missing model and the command that fetches it.
 
+The hub side (what to fetch, disk space, hashes, the messages for gated models and no network) is
+:mod:`pla4d.models.hub`.
+
 Sizes are the download sizes (float32 files where the repository ships them), rounded; VRAM figures are in
 docs/text-to-4d.md.
 """
@@ -20,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from pla4d.errors import MissingWeightsError
-from pla4d.runfolder import file_digest, sha256_of
+from pla4d.models import hub
+from pla4d.models.hub import DownloadError, hf_cache_dir
+from pla4d.runfolder import file_digest
 
 KINDS = ("text-to-video", "matting", "image-to-mesh", "guidance", "clip")
 # Weight files the loaders read; other formats in a repository (TensorFlow, Flax, ONNX exports) are not pulled.
@@ -185,17 +190,6 @@ def is_local_folder(model: str) -> bool:
     return Path(model).expanduser().is_dir()
 
 
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time (huggingface_hub reads it at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
 def rembg_home() -> Path:
     """Where rembg looks first: ``$U2NET_HOME`` when set (the folder itself), else rembg's own data folder."""
     if os.environ.get("U2NET_HOME"):
@@ -212,7 +206,7 @@ def cache_location(spec: ModelSpec) -> Path:
         return found if found is not None else rembg_home() / "models" / spec.id / f"{spec.id}.onnx"
     if is_local_folder(spec.id):
         return Path(spec.id).expanduser()
-    return hf_cache_dir() / ("models--" + spec.id.replace("/", "--"))
+    return hub.repo_cache(spec.id)
 
 
 # --------------------------------------------------------------------------------------------- presence
@@ -280,14 +274,14 @@ def locate(spec: ModelSpec) -> tuple[Path | None, str]:
     elif spec.id.count("/") != 1 or spec.id.startswith((".", "/", "~")):
         return None, f"folder {spec.id} not found"
     else:
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            return None, "huggingface_hub is not installed (pip install 'pla4d[models]')"
-        try:
-            folder = Path(snapshot_download(spec.id, cache_dir=hf_cache_dir(), local_files_only=True))
-        except Exception:  # LocalEntryNotFoundError, HFValidationError...: all mean "not in the cache"
+        found = hub.cached_snapshot(spec.id)
+        if found is None:
             return None, f"not in the Hugging Face cache ({hf_cache_dir()})"
+        folder = found
+        gaps = hub.missing_files(folder, spec.ignore_patterns)
+        if gaps:
+            more = f", ... ({len(gaps) - 3} more)" if len(gaps) > 3 else ""
+            return None, f"incomplete download: missing {', '.join(gaps[:3])}{more}"
     missing = check_folder(folder, spec.layout)
     if missing:
         return None, "incomplete: missing " + ", ".join(missing)
@@ -327,7 +321,8 @@ def require(specs: Iterable[ModelSpec]) -> dict[str, Path]:
 
 
 def pull(spec: ModelSpec) -> Path:
-    """Download the model into its cache (network). Returns where it landed."""
+    """Download the model into its cache (network). Returns where it landed; :class:`DownloadError` (a
+    RuntimeError) with a message for the user when it cannot."""
     if is_local_folder(spec.id):
         return Path(spec.id)
     if spec.source == "rembg":
@@ -338,21 +333,21 @@ def pull(spec: ModelSpec) -> Path:
         session = next((s for s in sessions_class if s.name() == spec.id), None)
         if session is None:
             raise ValueError(f"this rembg version has no session {spec.id!r}")
-        return Path(session.download_models())
-    from huggingface_hub import list_repo_files, snapshot_download
-
-    ignore = list(spec.ignore_patterns)
-    # Folders that ship both formats (e.g. CLIP's) would be fetched twice: the loaders read the safetensors, so a
-    # .bin beside one is skipped (a folder with only .bin files keeps them).
-    files = list_repo_files(spec.id)
-    with_safetensors = {str(Path(f).parent) for f in files if f.endswith(".safetensors")}
-    ignore += [f for f in files if f.endswith(".bin") and str(Path(f).parent) in with_safetensors]
-    return Path(snapshot_download(spec.id, cache_dir=hf_cache_dir(), ignore_patterns=ignore))
+        try:
+            return Path(session.download_models())
+        except Exception as exc:  # pooch / requests errors: the release file could not be fetched
+            raise DownloadError(f"could not download {spec.id} from {spec.url}: {type(exc).__name__}: {exc}") from exc
+    try:
+        import huggingface_hub  # noqa: F401 - only to say what is missing
+    except ImportError as exc:
+        raise MissingWeightsError("pulling models needs huggingface_hub: pip install 'pla4d[models]'") from exc
+    return hub.download(spec.id, spec.ignore_patterns, licence=spec.licence)
 
 
 def verify(spec: ModelSpec) -> dict[str, Any]:
-    """Re-hash the model's files: rembg files against the published md5; Hugging Face cache files stored by
-    content hash (LFS blobs, named by their sha256) against their names. ``ok`` False lists the bad files."""
+    """Re-hash the model's files: rembg files against the published md5; Hugging Face cache files against the
+    hash the hub gave them (sha256 for LFS files, the git blob sha1 for the others; both name the cached blobs).
+    ``ok`` False lists the bad files; ``pla4d models pull`` deletes and re-fetches them."""
     path, why = locate(spec)
     if path is None:
         return {"id": spec.id, "ok": False, "present": False, "problem": why}
@@ -363,13 +358,7 @@ def verify(spec: ModelSpec) -> dict[str, Any]:
         if spec.md5 and file_digest(path, "md5") != spec.md5:  # rembg publishes md5 sums
             bad.append(str(path))
     else:
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            blob = file.resolve()
-            # Blobs of LFS files are named by their sha256 (64 hex digits); small files by a git sha1 (not checked).
-            if len(blob.name) == 64 and all(c in "0123456789abcdef" for c in blob.name):
-                checked += 1
-                if sha256_of(blob) != blob.name:
-                    bad.append(str(file.relative_to(path)))
+        checked, bad = hub.check_files(path)
     return {"id": spec.id, "ok": not bad, "present": True, "path": str(path), "files_hashed": checked, "bad": bad}
 
 
