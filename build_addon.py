@@ -3,15 +3,16 @@
 Usage: ``python build_addon.py [--out DIR] [--no-wheels] [--wheel-cache DIR]``; prints the path of the zip.
 
 The zip is a Blender 4.2+ extension: ``blender_manifest.toml`` (with the ``wheels`` and ``platforms`` it
-bundles written in at build time), the add-on's modules, the backend client library vendored as the
-sub-package ``pla4d_client`` (``backend/client.py`` and ``backend/protocol.py``, with the one absolute import
-rewritten to a relative one, so the add-on never needs pla4d or backend installed), and the pyzmq and msgpack
-wheels for every platform Blender 4.2 .. 5.0 ships on (all of them use Python 3.11). Blender installs the
-wheels that match the user's platform when the extension is installed.
+bundles written in at build time), the add-on's modules, two vendored sub-packages copied byte for byte (so the
+add-on never needs pla4d or backend installed): ``pla4d_formats`` (the engine's ``pla4d/formats``: 4D asset,
+3DGS PLY, colour and axes, numpy + plyfile) and ``pla4d_client`` (``backend/client.py`` and
+``backend/protocol.py``, which import each other relatively), and the pyzmq, msgpack and plyfile wheels for every
+platform Blender 4.2 .. 5.0 ships on (all of them use Python 3.11). Blender installs the wheels that match the
+user's platform when the extension is installed.
 
 The wheels are fetched once with ``pip download`` into a cache folder (default ``build/addon_wheels/``,
 ignored by git) and reused by later builds and by the tests. ``--no-wheels`` builds a zip without them, for
-environments that already have pyzmq and msgpack (a fast local check); the real build is the default.
+environments that already have pyzmq, msgpack and plyfile (a fast local check); the real build is the default.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "blender_addon"
 CLIENT_FILES = (ROOT / "backend" / "client.py", ROOT / "backend" / "protocol.py")
-VENDOR = "pla4d_client"
+FORMATS = ROOT / "pla4d" / "formats"
+VENDORED = {"pla4d_client", "pla4d_formats"}  # sub-packages the build writes (never taken from blender_addon/)
 DEFAULT_CACHE = ROOT / "build" / "addon_wheels"
 
 PYTHON_VERSION = "3.11"  # Blender 4.2 LTS, 4.5 LTS and 5.0 all embed CPython 3.11
-# Pinned so that every build of one add-on version bundles the same bytes.
-PACKAGES = {"pyzmq": "27.3.0", "msgpack": "1.2.4"}
+# Pinned so that every build of one add-on version bundles the same bytes. plyfile 1.1.3 is the newest release that
+# still accepts numpy 1.x (Blender 4.2 .. 5.0 ship numpy 1.26); it is pure Python (one py3-none-any wheel).
+PACKAGES = {"pyzmq": "27.3.0", "msgpack": "1.2.4", "plyfile": "1.1.3"}
 # Blender platform name -> pip --platform tags to ask for (first match wins; pip accepts compatible older tags).
 PLATFORMS = {
     "windows-x64": ("win_amd64",),
@@ -54,13 +57,14 @@ class BuildError(RuntimeError):
 
 
 def _wheel_for(cache: Path, package: str, version: str, platform: str) -> Path | None:
-    """The cached wheel of ``package==version`` for a Blender platform and CPython 3.11, if there is one."""
+    """The cached wheel of ``package==version`` for a Blender platform and CPython 3.11, if there is one
+    (a pure-Python ``py3-none-any`` wheel serves every platform)."""
     pattern = _PLATFORM_TAG[platform]
     prefix = f"{package}-{version}-"
     py = "cp" + PYTHON_VERSION.replace(".", "")
     for path in sorted(cache.glob(f"{package}-{version}-*.whl")):
         tags = path.name[len(prefix) : -len(".whl")]
-        if (f"{py}-{py}" in tags or "abi3" in tags) and pattern.search(tags):
+        if tags == "py3-none-any" or ((f"{py}-{py}" in tags or "abi3" in tags) and pattern.search(tags)):
             return path
     return None
 
@@ -107,18 +111,26 @@ def _manifest_text(source: str, wheels: list[str]) -> str:
     return "\n".join(lines[:first_table] + extra + [""] + lines[first_table:]) + "\n"
 
 
-def vendored_client() -> dict[str, str]:
-    """The client library as the add-on's sub-package: file name -> source, imports made relative."""
-    files = {"__init__.py": '"""The pla4d backend client, vendored from backend/ by build_addon.py (do not edit)."""\n'}
-    for path in CLIENT_FILES:
-        text = path.read_text()
-        text, count = re.subn(r"^from backend\.protocol import", "from .protocol import", text, flags=re.MULTILINE)
-        if path.name == "client.py" and count != 1:
-            raise BuildError("backend/client.py no longer imports backend.protocol as expected; update build_addon.py")
-        if re.search(r"^\s*(from|import) (backend|pla4d)\b", text, flags=re.MULTILINE):
-            raise BuildError(f"{path.name} imports backend or pla4d; the add-on cannot ship it")
-        files[path.name] = text
+def _vendored_files(package: str, sources: list[Path], init: str | None = None) -> dict[str, bytes]:
+    """``package/<name>`` -> the bytes of each source file, unchanged; refused when one imports backend or pla4d
+    absolutely (the add-on has neither)."""
+    files = {} if init is None else {f"{package}/__init__.py": init.encode()}
+    for path in sources:
+        data = path.read_bytes()
+        if re.search(rb"^\s*(from|import) (backend|pla4d)\b", data, flags=re.MULTILINE):
+            raise BuildError(f"{path.relative_to(ROOT)} imports backend or pla4d; the add-on cannot ship it")
+        files[f"{package}/{path.name}"] = data
     return files
+
+
+def vendored_sources() -> dict[str, bytes]:
+    """The vendored sub-packages: zip path -> bytes. ``pla4d_formats`` is ``pla4d/formats/*.py`` as it is;
+    ``pla4d_client`` is the client library (its ``__init__`` is written here: backend's own is the server's)."""
+    client_init = '"""The pla4d backend client, vendored from backend/ by build_addon.py (do not edit)."""\n'
+    return {
+        **_vendored_files("pla4d_formats", sorted(FORMATS.glob("*.py"))),
+        **_vendored_files("pla4d_client", list(CLIENT_FILES), client_init),
+    }
 
 
 def build(out_dir: Path, wheels: bool = True, cache: Path = DEFAULT_CACHE) -> Path:
@@ -136,13 +148,13 @@ def build(out_dir: Path, wheels: bool = True, cache: Path = DEFAULT_CACHE) -> Pa
         archive.writestr("blender_manifest.toml", text)
         for path in sorted(ADDON.rglob("*")):
             rel = path.relative_to(ADDON)
-            if not path.is_file() or "__pycache__" in rel.parts or rel.parts[0] in (VENDOR, "wheels"):
+            if not path.is_file() or "__pycache__" in rel.parts or rel.parts[0] in (*VENDORED, "wheels"):
                 continue
             if path.suffix == ".pyc" or rel.as_posix() == "blender_manifest.toml":
                 continue
             archive.write(path, rel.as_posix())
-        for name, text in vendored_client().items():
-            archive.writestr(f"{VENDOR}/{name}", text)
+        for name, data in vendored_sources().items():
+            archive.writestr(name, data)
         for wheel in wheel_files:
             archive.write(wheel, f"wheels/{wheel.name}", compress_type=zipfile.ZIP_STORED)
     tmp.replace(target)
@@ -152,7 +164,7 @@ def build(out_dir: Path, wheels: bool = True, cache: Path = DEFAULT_CACHE) -> Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output folder (default: dist/)")
-    parser.add_argument("--no-wheels", action="store_true", help="leave out the pyzmq/msgpack wheels (local checks)")
+    parser.add_argument("--no-wheels", action="store_true", help="leave out the bundled wheels (local checks)")
     parser.add_argument("--wheel-cache", type=Path, default=DEFAULT_CACHE, help="where downloaded wheels are kept")
     args = parser.parse_args(argv)
     try:

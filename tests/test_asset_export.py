@@ -1,5 +1,5 @@
-"""Exports of a 4D asset: PLY sequence, animated-mesh GLB (parsed back, checked against the glTF 2.0 rules we
-rely on, loaded by trimesh and by pla4d's own loader), preview video and contact sheet.
+"""Exports of a 4D asset: PLY sequence, animated-mesh GLB (parsed back by pygltflib, checked against the glTF 2.0
+rules we rely on, loaded by trimesh and by pla4d's own loader), preview video and contact sheet.
 
 The test asset is the built-in example creature: Gaussians sampled on its first-frame surface, carried along by
 every frame's skinned mesh (positions and rotations animated), plus the skinned mesh itself as the animated mesh.
@@ -11,12 +11,14 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import plyfile
+import pygltflib
 import pytest
 import torch
 import trimesh
 
-from pla4d.asset import AnimatedMesh, Asset4D, export_glb, export_ply_sequence, frame_model, read_glb
-from pla4d.asset.export import glb_accessor, render_frames, write_contact_sheet, write_preview_video
+from pla4d.asset import AnimatedMesh, Asset4D, export_glb, export_ply_sequence, frame_model
+from pla4d.asset.export import render_frames, write_contact_sheet, write_preview_video
 from pla4d.gaussians import load_ply
 from pla4d.gaussians.init import gaussians_from_mesh, quats_from_normals
 from pla4d.render.mesh import load_mesh
@@ -59,12 +61,30 @@ def test_ply_sequence(tmp_path: Path, creature: Asset4D) -> None:
     for t in (0, FRAMES - 1):
         back, ref = load_ply(paths[t]), frame_model(creature, t)
         assert all(torch.equal(a, b) for a, b in zip(back.parameters(), ref.parameters(), strict=True))
+        vertex = plyfile.PlyData.read(str(paths[t]))["vertex"]  # the reference reader sees the same values
+        np.testing.assert_array_equal(np.stack([vertex[c] for c in "xyz"], 1), creature.positions[t])
+        np.testing.assert_array_equal(np.stack([vertex[f"rot_{i}"] for i in range(4)], 1), creature.rotations[t])
     assert [p.name for p in export_ply_sequence(creature, tmp_path / "some", frames=[5, 1])] == [
         "frame_005.ply",
         "frame_001.ply",
     ]
     with pytest.raises(IndexError):
         export_ply_sequence(creature, tmp_path / "bad", frames=[FRAMES])
+
+
+def _load_glb(path: Path) -> pygltflib.GLTF2:
+    return pygltflib.GLTF2.load(str(path))
+
+
+def _accessor(gltf: pygltflib.GLTF2, index: int) -> np.ndarray:
+    """Accessor ``index`` as numpy (tightly packed float32 or uint32, as the export writes them)."""
+    acc = gltf.accessors[index]
+    view = gltf.bufferViews[acc.bufferView]
+    width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}[acc.type]
+    dtype = {pygltflib.FLOAT: "<f4", pygltflib.UNSIGNED_INT: "<u4"}[acc.componentType]
+    start = (view.byteOffset or 0) + (acc.byteOffset or 0)
+    data = np.frombuffer(gltf.binary_blob(), dtype=dtype, count=acc.count * width, offset=start)
+    return data.reshape(acc.count, width) if width > 1 else data
 
 
 # -------------------------------------------------------------------------------------------------- glTF
@@ -77,42 +97,45 @@ def test_glb_container_and_morph_animation(tmp_path: Path, creature: Asset4D) ->
     assert (magic, version, length) == (0x46546C67, 2, len(raw)) and length % 4 == 0
     json_len = struct.unpack_from("<I", raw, 12)[0]
     assert json_len % 4 == 0
-    doc, binary = read_glb(path)
-    assert doc["asset"]["version"] == "2.0" and len(binary) == doc["buffers"][0]["byteLength"]
-    assert all(v["byteOffset"] % 4 == 0 for v in doc["bufferViews"])
+    gltf = _load_glb(path)
+    assert gltf.asset.version == "2.0" and len(gltf.binary_blob()) == gltf.buffers[0].byteLength
+    assert all(v.byteOffset % 4 == 0 for v in gltf.bufferViews)
 
     mesh = creature.mesh
-    (prim,) = doc["meshes"][0]["primitives"]
-    base = glb_accessor(doc, binary, prim["attributes"]["POSITION"])
+    (prim,) = gltf.meshes[0].primitives
+    base = _accessor(gltf, prim.attributes.POSITION)
     np.testing.assert_array_equal(base, mesh.positions[0])
-    np.testing.assert_array_equal(glb_accessor(doc, binary, prim["indices"]).reshape(-1, 3), mesh.faces)
-    np.testing.assert_array_equal(glb_accessor(doc, binary, prim["attributes"]["COLOR_0"]), mesh.vertex_colors)
-    normals = glb_accessor(doc, binary, prim["attributes"]["NORMAL"])
+    np.testing.assert_array_equal(_accessor(gltf, prim.indices).reshape(-1, 3), mesh.faces)
+    np.testing.assert_array_equal(_accessor(gltf, prim.attributes.COLOR_0), mesh.vertex_colors)
+    normals = _accessor(gltf, prim.attributes.NORMAL)
     np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
 
     # POSITION accessors (base and every target) carry the min/max the spec requires, and they are exact.
-    position_accessors = [prim["attributes"]["POSITION"]] + [t["POSITION"] for t in prim["targets"]]
+    position_accessors = [prim.attributes.POSITION] + [
+        t["POSITION"] for t in prim.targets
+    ]  # pygltflib reads targets as dicts
     for index in position_accessors:
-        acc, data = doc["accessors"][index], glb_accessor(doc, binary, index)
-        assert acc["min"] == data.min(axis=0).tolist() and acc["max"] == data.max(axis=0).tolist()
+        acc, data = gltf.accessors[index], _accessor(gltf, index)
+        assert acc.min == data.min(axis=0).tolist() and acc.max == data.max(axis=0).tolist()
 
     # target t plus the base reproduces frame t
-    assert len(prim["targets"]) == FRAMES and doc["meshes"][0]["weights"] == [0.0] * FRAMES
-    assert doc["meshes"][0]["extras"]["targetNames"] == [f"frame_{t:03d}" for t in range(FRAMES)]
-    for t, target in enumerate(prim["targets"]):
-        np.testing.assert_allclose(base + glb_accessor(doc, binary, target["POSITION"]), mesh.positions[t], atol=1e-6)
+    assert len(prim.targets) == FRAMES and gltf.meshes[0].weights == [0.0] * FRAMES
+    assert gltf.meshes[0].extras["targetNames"] == [f"frame_{t:03d}" for t in range(FRAMES)]
+    for t, target in enumerate(prim.targets):
+        np.testing.assert_allclose(base + _accessor(gltf, target["POSITION"]), mesh.positions[t], atol=1e-6)
 
     # the weights channel plays the frames in sequence: keyframe t at t / fps has weight 1 on target t only
-    (anim,) = doc["animations"]
-    (sampler,) = anim["samplers"]
-    assert anim["channels"] == [{"sampler": 0, "target": {"node": 0, "path": "weights"}}]
-    assert sampler["interpolation"] == "LINEAR"
-    times = glb_accessor(doc, binary, sampler["input"])
+    (anim,) = gltf.animations
+    (sampler,) = anim.samplers
+    (channel,) = anim.channels
+    assert (channel.sampler, channel.target.node, channel.target.path) == (0, 0, "weights")
+    assert sampler.interpolation == "LINEAR"
+    times = _accessor(gltf, sampler.input)
     np.testing.assert_allclose(times, np.arange(FRAMES) / creature.fps)
-    assert doc["accessors"][sampler["input"]]["min"] == [0.0]
-    weights = glb_accessor(doc, binary, sampler["output"]).reshape(FRAMES, FRAMES)
+    assert gltf.accessors[sampler.input].min == [0.0]
+    weights = _accessor(gltf, sampler.output).reshape(FRAMES, FRAMES)
     np.testing.assert_array_equal(weights, np.eye(FRAMES))
-    assert doc["extras"]["pla4d"]["fps"] == creature.fps
+    assert gltf.extras["pla4d"]["fps"] == creature.fps
 
 
 def test_glb_loads_in_trimesh_and_pla4d(tmp_path: Path, creature: Asset4D) -> None:
@@ -123,7 +146,7 @@ def test_glb_loads_in_trimesh_and_pla4d(tmp_path: Path, creature: Asset4D) -> No
     np.testing.assert_array_equal(np.asarray(geom.faces), creature.mesh.faces)
     mesh = load_mesh(path)  # linear COLOR_0 comes back as the same linear colours
     np.testing.assert_allclose(mesh.vertex_colors.numpy(), creature.mesh.vertex_colors, atol=1e-6)
-    assert read_glb(path)[0]["animations"][0]["samplers"][0]["interpolation"] == "STEP"
+    assert _load_glb(path).animations[0].samplers[0].interpolation == "STEP"
 
 
 def test_glb_textured_and_frame_subset(tmp_path: Path) -> None:
@@ -133,16 +156,13 @@ def test_glb_textured_and_frame_subset(tmp_path: Path) -> None:
     texture = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     am = AnimatedMesh(box.faces, positions, uvs=rng.random((len(box.vertices), 2)), texture=texture)
     path = export_glb(am, tmp_path / "box.glb", fps=10, frames=[1, 3])
-    doc, binary = read_glb(path)
-    prim = doc["meshes"][0]["primitives"][0]
-    assert (
-        doc["images"][0]["mimeType"] == "image/png"
-        and "baseColorTexture" in doc["materials"][0]["pbrMetallicRoughness"]
-    )
-    assert doc["meshes"][0]["extras"]["targetNames"] == ["frame_001", "frame_003"]
-    base = glb_accessor(doc, binary, prim["attributes"]["POSITION"])
+    gltf = _load_glb(path)
+    prim = gltf.meshes[0].primitives[0]
+    assert gltf.images[0].mimeType == "image/png" and gltf.materials[0].pbrMetallicRoughness.baseColorTexture
+    assert gltf.meshes[0].extras["targetNames"] == ["frame_001", "frame_003"]
+    base = _accessor(gltf, prim.attributes.POSITION)
     np.testing.assert_array_equal(base, positions[1])
-    np.testing.assert_allclose(base + glb_accessor(doc, binary, prim["targets"][1]["POSITION"]), positions[3])
+    np.testing.assert_allclose(base + _accessor(gltf, prim.targets[1]["POSITION"]), positions[3])
     loaded = load_mesh(path)
     np.testing.assert_allclose(loaded.texture.numpy(), texture / 255.0, atol=1e-6)
     np.testing.assert_allclose(loaded.uvs.numpy(), am.uvs, atol=1e-6)

@@ -6,7 +6,6 @@ See ``docs/asset-format.md`` for the on-disk contract shared by the engine, the 
 from pla4d.asset.export import (
     export_glb,
     export_ply_sequence,
-    read_glb,
     write_contact_sheet,
     write_preview_video,
 )
@@ -21,7 +20,6 @@ from pla4d.asset.format import (
     frame_model,
     read_asset,
     read_meta,
-    stream_plan,
     write_asset,
 )
 
@@ -37,9 +35,7 @@ __all__ = [
     "frame_byte_range",
     "frame_model",
     "read_asset",
-    "read_glb",
     "read_meta",
-    "stream_plan",
     "write_asset",
     "write_contact_sheet",
     "write_preview_video",

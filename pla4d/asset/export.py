@@ -4,56 +4,40 @@ contact sheet. Every file is written atomically (a temporary file beside it, ren
 The glTF export keeps the project's frame (+Y up, object facing +Z, which is glTF's own convention: no axis
 change) and reads 1 unit as 1 metre. The animation is one morph target per frame (target t holds frame t's
 vertex offsets from frame 0, the base) and one ``weights`` channel whose keyframe t puts weight 1 on target t
-and 0 on the others, so importers (Blender's included) play the frames in sequence.
+and 0 on the others, so importers (Blender's included) play the frames in sequence. The GLB is assembled by
+``pygltflib`` (container, JSON, padding); the PLY files are written by ``pla4d.formats.ply``, the writer the
+Blender add-on's PLY export uses too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
-import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import pygltflib
 import torch
 
 from pla4d import __version__
 from pla4d.asset.format import AnimatedMesh, Asset4D, frame_model
 from pla4d.cameras import orbit_cameras
-from pla4d.gaussians.ply import save_ply
+from pla4d.formats.ply import sequence_frames as _frames
+from pla4d.formats.ply import write_ply_sequence
+from pla4d.gaussians.ply import model_arrays
 from pla4d.runfolder import atomic_write_bytes
 
 __all__ = [
     "export_glb",
     "export_ply_sequence",
-    "glb_accessor",
     "glb_bytes",
-    "read_glb",
     "render_frames",
     "write_contact_sheet",
     "write_preview_video",
 ]
-
-_GLB_MAGIC = 0x46546C67  # "glTF"
-_CHUNK_JSON = 0x4E4F534A
-_CHUNK_BIN = 0x004E4942
-_FLOAT, _UINT = 5126, 5125
-_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
-
-
-def _frames(asset_frames: int, frames: Sequence[int] | None) -> list[int]:
-    chosen = list(range(asset_frames)) if frames is None else [int(t) for t in frames]
-    if not chosen:
-        raise ValueError("no frames chosen")
-    bad = [t for t in chosen if not 0 <= t < asset_frames]
-    if bad:
-        raise IndexError(f"frames {bad} out of range: the asset has frames 0..{asset_frames - 1}")
-    return chosen
 
 
 @contextlib.contextmanager
@@ -78,46 +62,49 @@ def export_ply_sequence(
 ) -> list[Path]:
     """One standard 3DGS PLY per frame (``frame_000.ply``, ...; at least three digits, more for > 1000 frames)
     into ``out_dir``. Returns the paths in frame order."""
-    out_dir = Path(out_dir)
-    chosen = _frames(asset.num_frames, frames)
-    width = max(3, len(str(asset.num_frames - 1)))
-    return [save_ply(frame_model(asset, t), out_dir / f"{prefix}{t:0{width}d}.ply") for t in chosen]
+    canonical = model_arrays(asset.canonical)
+
+    def gaussians_at(t: int) -> dict[str, np.ndarray]:
+        # Frame t's attributes replace the canonical columns one for one (what frame_model does with tensors).
+        return {**canonical, **{name: np.asarray(getattr(asset, name)[t], np.float32) for name in asset.animated}}
+
+    return write_ply_sequence(out_dir, asset.num_frames, gaussians_at, frames, prefix)
 
 
 # --------------------------------------------------------------------------------------------------- glTF
 
 
-class _GlbBuilder:
-    def __init__(self) -> None:
-        self.bin = bytearray()
-        self.views: list[dict] = []
-        self.accessors: list[dict] = []
+class _Buffer:
+    """The GLB's one binary buffer: 4-byte aligned buffer views and their accessors, added to ``gltf``."""
+
+    def __init__(self, gltf: pygltflib.GLTF2) -> None:
+        self.gltf = gltf
+        self.data = bytearray()
 
     def view(self, data: bytes, target: int | None = None) -> int:
-        self.bin.extend(b"\0" * (-len(self.bin) % 4))
-        view: dict[str, Any] = {"buffer": 0, "byteOffset": len(self.bin), "byteLength": len(data)}
-        if target is not None:
-            view["target"] = target
-        self.bin.extend(data)
-        self.views.append(view)
-        return len(self.views) - 1
+        self.data.extend(b"\0" * (-len(self.data) % 4))
+        self.gltf.bufferViews.append(
+            pygltflib.BufferView(buffer=0, byteOffset=len(self.data), byteLength=len(data), target=target)
+        )
+        self.data.extend(data)
+        return len(self.gltf.bufferViews) - 1
 
     def accessor(self, array: np.ndarray, kind: str, target: int | None = None, minmax: bool = False) -> int:
-        component = _UINT if array.dtype == np.uint32 else _FLOAT
-        array = np.ascontiguousarray(array, dtype="<u4" if component == _UINT else "<f4")
-        count = array.shape[0] if kind != "SCALAR" or array.ndim == 1 else array.size
-        acc: dict[str, Any] = {
-            "bufferView": self.view(array.tobytes(), target),
-            "componentType": component,
-            "count": int(count),
-            "type": kind,
-        }
+        uint = array.dtype == np.uint32
+        array = np.ascontiguousarray(array, dtype="<u4" if uint else "<f4")
+        count = array.shape[0] if kind != pygltflib.SCALAR or array.ndim == 1 else array.size
+        acc = pygltflib.Accessor(
+            bufferView=self.view(array.tobytes(), target),
+            componentType=pygltflib.UNSIGNED_INT if uint else pygltflib.FLOAT,
+            count=int(count),
+            type=kind,
+        )
         if minmax:
             flat = array.reshape(count, -1)
-            acc["min"] = [float(x) for x in flat.min(axis=0)] if count else [0.0] * flat.shape[1]
-            acc["max"] = [float(x) for x in flat.max(axis=0)] if count else [0.0] * flat.shape[1]
-        self.accessors.append(acc)
-        return len(self.accessors) - 1
+            acc.min = [float(x) for x in flat.min(axis=0)] if count else [0.0] * flat.shape[1]
+            acc.max = [float(x) for x in flat.max(axis=0)] if count else [0.0] * flat.shape[1]
+        self.gltf.accessors.append(acc)
+        return len(self.gltf.accessors) - 1
 
 
 def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -154,84 +141,64 @@ def glb_bytes(
         raise ValueError("the animated mesh has non-finite vertex positions")
     count = len(chosen)
     base = positions[0]
-    b = _GlbBuilder()
-    attributes = {
-        "POSITION": b.accessor(base, "VEC3", _ARRAY_BUFFER, minmax=True),
-        "NORMAL": b.accessor(_vertex_normals(base, mesh.faces), "VEC3", _ARRAY_BUFFER),
-    }
+    gltf = pygltflib.GLTF2(asset=pygltflib.Asset(version="2.0", generator=f"pla4d {__version__}"))
+    b = _Buffer(gltf)
+    vec3, vertex_data = pygltflib.VEC3, pygltflib.ARRAY_BUFFER
+    attributes = pygltflib.Attributes(
+        POSITION=b.accessor(base, vec3, vertex_data, minmax=True),
+        NORMAL=b.accessor(_vertex_normals(base, mesh.faces), vec3, vertex_data),
+    )
     if mesh.vertex_colors is not None:
-        attributes["COLOR_0"] = b.accessor(np.clip(mesh.vertex_colors, 0.0, 1.0), "VEC3", _ARRAY_BUFFER)
+        attributes.COLOR_0 = b.accessor(np.clip(mesh.vertex_colors, 0.0, 1.0), vec3, vertex_data)
     if mesh.uvs is not None:
-        attributes["TEXCOORD_0"] = b.accessor(mesh.uvs, "VEC2", _ARRAY_BUFFER)
-    indices = b.accessor(mesh.faces.astype(np.uint32).reshape(-1), "SCALAR", _ELEMENT_ARRAY_BUFFER, minmax=True)
-    targets = [{"POSITION": b.accessor(positions[i] - base, "VEC3", _ARRAY_BUFFER, minmax=True)} for i in range(count)]
+        attributes.TEXCOORD_0 = b.accessor(mesh.uvs, pygltflib.VEC2, vertex_data)
+    indices = b.accessor(
+        mesh.faces.astype(np.uint32).reshape(-1), pygltflib.SCALAR, pygltflib.ELEMENT_ARRAY_BUFFER, minmax=True
+    )
+    targets = [
+        pygltflib.Attributes(POSITION=b.accessor(positions[i] - base, vec3, vertex_data, minmax=True))
+        for i in range(count)
+    ]
     width = max(3, len(str(max(chosen))))
-    primitive: dict[str, Any] = {
-        "attributes": attributes,
-        "indices": indices,
-        "material": 0,
-        "mode": 4,
-        "targets": targets,
-    }
-    pbr: dict[str, Any] = {"baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0, "roughnessFactor": 1.0}
-    doc: dict[str, Any] = {
-        "asset": {"version": "2.0", "generator": f"pla4d {__version__}"},
-        "scene": 0,
-        "scenes": [{"name": name, "nodes": [0]}],
-        "nodes": [{"name": name, "mesh": 0}],
-        "meshes": [
-            {
-                "name": name,
-                "primitives": [primitive],
-                "weights": [0.0] * count,
-                "extras": {"targetNames": [f"frame_{t:0{width}d}" for t in chosen]},
-            }
-        ],
-        "materials": [{"name": f"{name}_material", "pbrMetallicRoughness": pbr, "doubleSided": True}],
-    }
+    gltf.scene = 0
+    gltf.scenes = [pygltflib.Scene(name=name, nodes=[0])]
+    gltf.nodes = [pygltflib.Node(name=name, mesh=0)]
+    gltf.meshes = [
+        pygltflib.Mesh(
+            name=name,
+            primitives=[
+                pygltflib.Primitive(attributes=attributes, indices=indices, material=0, mode=4, targets=targets)
+            ],
+            weights=[0.0] * count,
+            extras={"targetNames": [f"frame_{t:0{width}d}" for t in chosen]},
+        )
+    ]
+    pbr = pygltflib.PbrMetallicRoughness(baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=1.0)
+    gltf.materials = [pygltflib.Material(name=f"{name}_material", pbrMetallicRoughness=pbr, doubleSided=True)]
     if mesh.texture is not None:
         from PIL import Image
 
         png = io.BytesIO()
         Image.fromarray(mesh.texture).save(png, format="PNG")
-        image_view = b.view(png.getvalue())
-        doc["images"] = [{"bufferView": image_view, "mimeType": "image/png"}]
-        doc["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 10497, "wrapT": 10497}]
-        doc["textures"] = [{"sampler": 0, "source": 0}]
-        pbr["baseColorTexture"] = {"index": 0, "texCoord": 0}
+        gltf.images = [pygltflib.Image(bufferView=b.view(png.getvalue()), mimeType="image/png")]
+        gltf.samplers = [pygltflib.Sampler(magFilter=9729, minFilter=9987, wrapS=10497, wrapT=10497)]
+        gltf.textures = [pygltflib.Texture(sampler=0, source=0)]
+        pbr.baseColorTexture = pygltflib.TextureInfo(index=0, texCoord=0)
     if count > 1:
         times = np.arange(count, dtype=np.float32) / np.float32(fps)
         weights = np.eye(count, dtype=np.float32).reshape(-1)  # keyframe k: weight 1 on target k
-        doc["animations"] = [
-            {
-                "name": f"{name}_motion",
-                "samplers": [
-                    {
-                        "input": b.accessor(times, "SCALAR", minmax=True),
-                        "output": b.accessor(weights, "SCALAR"),
-                        "interpolation": interpolation,
-                    }
-                ],
-                "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}],
-            }
-        ]
-    doc["extras"] = {"pla4d": {"fps": float(fps), "frames": chosen, **(extras or {})}}
-    b.bin.extend(b"\0" * (-len(b.bin) % 4))
-    doc["buffers"] = [{"byteLength": len(b.bin)}]
-    doc["bufferViews"] = b.views
-    doc["accessors"] = b.accessors
-    text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 4)
-    total = 12 + 8 + len(text) + 8 + len(b.bin)
-    return b"".join(
-        [
-            struct.pack("<III", _GLB_MAGIC, 2, total),
-            struct.pack("<II", len(text), _CHUNK_JSON),
-            text,
-            struct.pack("<II", len(b.bin), _CHUNK_BIN),
-            bytes(b.bin),
-        ]
-    )
+        sampler = pygltflib.AnimationSampler(
+            input=b.accessor(times, pygltflib.SCALAR, minmax=True),
+            output=b.accessor(weights, pygltflib.SCALAR),
+            interpolation=interpolation,
+        )
+        channel = pygltflib.AnimationChannel(sampler=0, target=pygltflib.AnimationChannelTarget(node=0, path="weights"))
+        gltf.animations = [pygltflib.Animation(name=f"{name}_motion", samplers=[sampler], channels=[channel])]
+    gltf.extras = {"pla4d": {"fps": float(fps), "frames": chosen, **(extras or {})}}
+    b.data.extend(b"\0" * (-len(b.data) % 4))
+    gltf.buffers = [pygltflib.Buffer(byteLength=len(b.data))]
+    gltf.set_binary_blob(bytes(b.data))
+    return b"".join(gltf.save_to_bytes())
 
 
 def export_glb(
@@ -261,39 +228,6 @@ def export_glb(
         mesh, extras = asset, {}
     data = glb_bytes(mesh, float(fps), frames, interpolation, name, extras)
     return atomic_write_bytes(path, data)
-
-
-def read_glb(path: str | Path) -> tuple[dict, bytes]:
-    """Parse a GLB file into (the glTF JSON document, the BIN chunk); ValueError for a malformed container."""
-    raw = Path(path).read_bytes()
-    if len(raw) < 20:
-        raise ValueError(f"{path}: too short for a GLB file")
-    magic, version, length = struct.unpack_from("<III", raw, 0)
-    if magic != _GLB_MAGIC or version != 2 or length != len(raw):
-        raise ValueError(f"{path}: not a glTF 2.0 binary (magic/version/length mismatch)")
-    json_len, json_type = struct.unpack_from("<II", raw, 12)
-    if json_type != _CHUNK_JSON:
-        raise ValueError(f"{path}: the first GLB chunk is not JSON")
-    doc = json.loads(raw[20 : 20 + json_len].decode("utf-8"))
-    offset = 20 + json_len
-    binary = b""
-    if offset < len(raw):
-        bin_len, bin_type = struct.unpack_from("<II", raw, offset)
-        if bin_type != _CHUNK_BIN:
-            raise ValueError(f"{path}: the second GLB chunk is not BIN")
-        binary = raw[offset + 8 : offset + 8 + bin_len]
-    return doc, binary
-
-
-def glb_accessor(doc: dict, binary: bytes, index: int) -> np.ndarray:
-    """The data of accessor ``index`` (float32 or uint32, tightly packed, as :func:`glb_bytes` writes them)."""
-    acc = doc["accessors"][index]
-    view = doc["bufferViews"][acc["bufferView"]]
-    width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}[acc["type"]]
-    dtype = {_FLOAT: "<f4", _UINT: "<u4"}[acc["componentType"]]
-    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-    data = np.frombuffer(binary, dtype=dtype, count=acc["count"] * width, offset=start)
-    return data.reshape(acc["count"], width) if width > 1 else data
 
 
 # ---------------------------------------------------------------------------------------- preview renders
