@@ -1,8 +1,18 @@
 """pla4d Blender extension: text-to-4D Gaussian splats on the timeline (bpy, numpy, pyzmq, msgpack; never torch).
 
-Modules: ``asset_io`` (numpy reader of 4D assets), ``splats`` (objects, nodes, playback, bake, exports),
-``jobs`` (background networking), ``ops`` (operators and the main-thread timer), ``ui`` (the sidebar panel),
-``prefs`` and ``props``. ``pla4d_client`` is the backend client library, vendored by build_addon.py.
+Laid out like Blender's glTF add-on: code without bpy apart from bpy code, and import / playback / export apart.
+
+- Without bpy (testable in any Python): ``asset_io`` (the 4D asset and PLY formats, axes, colours), ``jobs``
+  (background networking), ``knobs`` (the backend's settings table and its checks); ``pla4d_client`` is the
+  backend client library, vendored by build_addon.py.
+- Shared bpy code: ``attributes`` (point attributes and their conversion), ``nodes`` (geometry nodes, materials,
+  modifiers), ``status`` (the panel's message).
+- Import: ``importer`` (Gaussians, mesh, scene set-up), ``preview`` (live training points).
+- Playback and bake: ``playback`` (assets, the frame-change update, bake / free bake, start frame).
+- Export: ``exporter`` (PLY sequence, USD point cache).
+- Interface: ``props``, ``prefs``, ``panel_settings`` (knobs from the table), ``ui`` (the sidebar),
+  ``ops_jobs`` (backend operators), ``ops_scene`` (import, bake, export operators), ``job_updates`` (the
+  main-thread timer that applies what the network threads report).
 """
 
 from __future__ import annotations
@@ -12,27 +22,27 @@ from typing import Any
 import bpy
 from bpy.app.handlers import persistent
 
-from . import jobs, ops, prefs, props, splats, ui
+from . import job_updates, jobs, ops_jobs, ops_scene, playback, prefs, props, ui
 
-_CLASSES = (*prefs.CLASSES, *ops.CLASSES, *ui.CLASSES)
+_CLASSES = (*prefs.CLASSES, *ops_jobs.CLASSES, *ops_scene.CLASSES, *ui.CLASSES)
 
 
 @persistent
 def _on_frame_change(scene: Any, *_args: Any) -> None:
     """Write the current frame of every handler-driven pla4d object (before the depsgraph evaluates)."""
-    splats.apply_scene(scene)
+    playback.apply_scene(scene)
 
 
 @persistent
 def _on_load(*_args: Any) -> None:
     """A new file: forget memory-mapped assets of the old one and show the new file's objects at their frame."""
-    splats.forget_assets()
+    playback.forget_assets()
     for scene in bpy.data.scenes:
-        splats.apply_scene(scene)
+        playback.apply_scene(scene)
 
 
 def _timer() -> float:
-    return ops.tick()
+    return job_updates.tick()
 
 
 def register() -> None:
@@ -57,4 +67,4 @@ def unregister() -> None:
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)
     props.unregister()
-    splats.forget_assets()
+    playback.forget_assets()

@@ -1,11 +1,15 @@
-"""Add-on preferences: where the backend is, how to authenticate, how long to wait, where results go."""
+"""Add-on preferences: where the backend is, how to authenticate, how long to wait, where results go; and the
+thread-safe snapshot of them that the network tasks get (:func:`settings_from_prefs`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import bpy
 from bpy.props import FloatProperty, StringProperty
+
+from . import jobs
 
 
 class PLA4D_Preferences(bpy.types.AddonPreferences):
@@ -68,3 +72,39 @@ class PLA4D_Preferences(bpy.types.AddonPreferences):
 
 
 CLASSES = (PLA4D_Preferences,)
+
+
+def preferences(context: Any = None) -> Any:
+    """The add-on's preferences, or None when it is not enabled as an add-on."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(__package__)
+    return addon.preferences if addon is not None else None
+
+
+def settings_from_prefs(context: Any = None) -> jobs.Settings:
+    """The thread-safe snapshot of the preferences; raises :class:`jobs.UserError` for unusable ones."""
+    prefs = preferences(context)
+    if prefs is None:
+        return jobs.Settings(download_dir=_default_download_dir())
+    secret = prefs.secret
+    if prefs.secret_file:
+        try:
+            secret = Path(bpy.path.abspath(prefs.secret_file)).read_text().strip()
+        except OSError as exc:
+            raise jobs.UserError(f"Cannot read the auth key file {prefs.secret_file}: {exc.strerror}") from None
+    if secret and len(secret) < 16:
+        raise jobs.UserError("The auth key must be at least 16 characters (the backend's --secret-file rule)")
+    server = prefs.server.strip()
+    jobs.parse_address(server)
+    jobs.check_address(server, bool(getattr(bpy.app, "online_access", True)))
+    download = bpy.path.abspath(prefs.download_dir) if prefs.download_dir else _default_download_dir()
+    return jobs.Settings(server=server, secret=secret, curve_server_key=prefs.curve_server_key,
+                         timeout=prefs.timeout, stall_timeout=prefs.stall_timeout, download_dir=download)  # fmt: skip
+
+
+def _default_download_dir() -> str:
+    try:
+        return bpy.utils.extension_path_user(__package__, path="jobs", create=True)
+    except (ValueError, AttributeError):  # not installed as an extension (a legacy add-on install)
+        path = Path(bpy.utils.user_resource("DATAFILES", path="pla4d/jobs", create=True))
+        return str(path)

@@ -1,5 +1,6 @@
 """Properties: per object (what a pla4d object is and where its frames come from), per scene (the panel's
-settings, the job list and the progress of the job being followed).
+choices, the job settings drawn from the backend's table, the job list and the progress of the job being
+followed).
 
 Both are saved in the .blend, so a reopened file knows its objects' assets and the jobs it submitted."""
 
@@ -34,11 +35,29 @@ def _presets(_self: Any, _context: Any) -> list[tuple[str, str, str]]:
 
 
 def _start_changed(self: Any, _context: Any) -> None:
-    from . import splats
+    from . import playback
 
     obj = self.id_data
     if isinstance(obj, bpy.types.Object):
-        splats.set_start_frame(obj)
+        playback.set_start_frame(obj)
+
+
+def _preset_changed(self: Any, _context: Any) -> None:
+    from . import panel_settings
+
+    panel_settings.preset_changed(self.id_data)
+
+
+def _knob_edited(self: Any, _context: Any) -> None:
+    from . import panel_settings
+
+    panel_settings.value_edited(self)
+
+
+def _knob_toggled(self: Any, _context: Any) -> None:
+    from . import panel_settings
+
+    panel_settings.changed_toggled(self)
 
 
 class PLA4D_ObjectProps(bpy.types.PropertyGroup):
@@ -74,6 +93,28 @@ class PLA4D_Job(bpy.types.PropertyGroup):
     last_seq: IntProperty(name="Last event", default=0)
 
 
+class PLA4D_Knob(bpy.types.PropertyGroup):
+    """One job setting from the backend's settings table; ``name`` is its path (``motion.iterations``)."""
+
+    row: StringProperty(name="Row", description="The table row this knob was made from (JSON)")
+    label: StringProperty(name="Label")
+    type: StringProperty(name="Type", description="int, float, bool, str, ints or floats")
+    help: StringProperty(name="Help")
+    kinds: StringProperty(name="Kinds", description="Job kinds that read it (comma separated)")
+    min: FloatProperty(name="Min")
+    max: FloatProperty(name="Max")
+    has_min: BoolProperty(name="Has Min")
+    has_max: BoolProperty(name="Has Max")
+    has_default: BoolProperty(name="Has Default", description="The preset gives it a value (else the backend decides)")
+    changed: BoolProperty(name="Changed", description="Send this value (else the preset's default is used)",
+                          update=_knob_toggled)  # fmt: skip
+    int_value: IntProperty(name="Value", update=_knob_edited)
+    float_value: FloatProperty(name="Value", update=_knob_edited)
+    bool_value: BoolProperty(name="Value", update=_knob_edited)
+    text_value: StringProperty(name="Value", description="Text, or a comma-separated list", update=_knob_edited)
+    error: StringProperty(name="Error", description="Why the value is refused (empty: it is fine)")
+
+
 class PLA4D_SceneProps(bpy.types.PropertyGroup):
     source: EnumProperty(
         name="Source",
@@ -85,16 +126,19 @@ class PLA4D_SceneProps(bpy.types.PropertyGroup):
         default="TEXT",
     )
     prompt: StringProperty(name="Prompt", description="What to generate", default="")
-    seed: IntProperty(name="Seed", default=0, min=0, max=2**31 - 1)
-    preset: EnumProperty(name="Preset", items=_presets, description="Quality preset (the backend's list)")
-    frames: IntProperty(name="Frames", default=8, min=1, max=64, description="Frame count of the clip")
-    fps: FloatProperty(name="FPS", default=16.0, min=1.0, max=240.0, description="Playback rate of the result")
-    example_resolution: IntProperty(name="Resolution", default=128, min=16, max=512, description="Example clip size")
+    preset: EnumProperty(name="Preset", items=_presets, description="Quality preset (the backend's list)",
+                         update=_preset_changed)  # fmt: skip
     video_path: StringProperty(name="Frames", subtype="FILE_PATH", description="Folder or .zip of RGBA PNG frames")
     mesh_path: StringProperty(name="Mesh", subtype="FILE_PATH", description="Frame 1's mesh (.glb .obj .ply ...)")
-    overrides: StringProperty(
-        name="Overrides",
-        description='Advanced: backend setting overrides as JSON, e.g. {"iterations": 500}',
+    knobs: CollectionProperty(type=PLA4D_Knob, description="Job settings from the backend's settings table")
+    settings_source: EnumProperty(
+        name="Settings from",
+        items=[
+            ("NONE", "Not connected", "No settings table yet: Test Connection loads the backend's"),
+            ("TABLE", "Backend table", "The knobs come from the backend's settings table"),
+            ("OLD_SERVER", "Too old", "The backend sends no settings table: jobs use the preset's defaults"),
+        ],
+        default="NONE",
     )
     import_as: EnumProperty(
         name="Import as",
@@ -120,7 +164,7 @@ class PLA4D_SceneProps(bpy.types.PropertyGroup):
     jobs_index: IntProperty(default=0)
 
 
-CLASSES = (PLA4D_ObjectProps, PLA4D_Job, PLA4D_SceneProps)
+CLASSES = (PLA4D_ObjectProps, PLA4D_Job, PLA4D_Knob, PLA4D_SceneProps)
 
 
 def register() -> None:

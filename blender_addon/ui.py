@@ -6,6 +6,8 @@ from typing import Any
 
 import bpy
 
+from . import jobs, panel_settings
+
 STATE_ICONS = {"queued": "TIME", "running": "PLAY", "done": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL"}
 
 
@@ -26,20 +28,42 @@ class _Panel:
     bl_category = "pla4d"
 
 
+def _wrapped(layout: Any, text: str, icon: str) -> None:
+    # Long messages wrap over a few lines so they stay readable in a narrow sidebar.
+    words, line, lines = text.split(), "", []
+    for word in words:
+        if len(line) + len(word) > 48:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}".strip()
+    lines.append(line)
+    for index, part in enumerate(lines[:6]):
+        layout.label(text=part, icon=icon if index == 0 else "BLANK1")
+
+
 def _status(layout: Any, sp: Any) -> None:
     if sp.status:
         icon = {"ERROR": "ERROR", "WARNING": "ERROR"}.get(sp.status_level, "INFO")
-        box = layout.box()
-        # Long messages wrap over a few lines so they stay readable in a narrow sidebar.
-        words, line, lines = sp.status.split(), "", []
-        for word in words:
-            if len(line) + len(word) > 48:
-                lines.append(line)
-                line = ""
-            line = f"{line} {word}".strip()
-        lines.append(line)
-        for index, text in enumerate(lines[:6]):
-            box.label(text=text, icon=icon if index == 0 else "BLANK1")
+        _wrapped(layout.box(), sp.status, icon)
+
+
+def _is_run_level(knob: Any) -> bool:
+    return knob.name.split(".", 1)[0] in panel_settings.RUN_SECTIONS
+
+
+def _draw_knobs(layout: Any, items: list[Any]) -> None:
+    """One row per knob: a tick to use your value (else the preset's default, greyed out), then the value."""
+    for knob in items:
+        row = layout.row(align=True)
+        row.prop(knob, "changed", text="")
+        value = row.row(align=True)
+        value.active = knob.changed
+        if knob.changed or knob.has_default:
+            value.prop(knob, panel_settings.VALUE_PROPS[knob.type], text=knob.label)
+        else:
+            value.label(text=f"{knob.label}: the backend's default")
+        if knob.error:
+            _wrapped(layout, knob.error, "ERROR")
 
 
 class PLA4D_PT_generate(_Panel, bpy.types.Panel):
@@ -47,30 +71,26 @@ class PLA4D_PT_generate(_Panel, bpy.types.Panel):
     bl_idname = "PLA4D_PT_generate"
 
     def draw(self, context: Any) -> None:
-        from . import jobs
-
         layout = self.layout
         sp = context.scene.pla4d
         layout.prop(sp, "source", text="")
         kinds = jobs.last_hello().get("kinds") or {}
-        kind = {"TEXT": "text", "EXAMPLE": "example", "VIDEO": "video"}[sp.source]
+        kind = panel_settings.KIND_OF_SOURCE[sp.source]
         info = kinds.get(kind)
         if sp.source == "TEXT":
             layout.prop(sp, "prompt", text="")
-        elif sp.source == "EXAMPLE":
-            layout.prop(sp, "example_resolution")
-        else:
+        elif sp.source == "VIDEO":
             layout.prop(sp, "video_path")
             layout.prop(sp, "mesh_path")
         if info is not None and not info.get("available", True):
             layout.label(text=info.get("message", "not available on this backend"), icon="ERROR")
         col = layout.column(align=True)
         col.prop(sp, "preset")
-        row = col.row(align=True)
-        row.prop(sp, "seed")
-        row.prop(sp, "frames")
-        col.prop(sp, "fps")
-        col.prop(sp, "overrides")
+        _draw_knobs(col, [k for k in panel_settings.for_kind(context.scene, kind) if _is_run_level(k)])
+        if sp.settings_source == "OLD_SERVER":
+            _wrapped(layout, "This backend is too old for settings: jobs use the preset's defaults", "INFO")
+        elif sp.settings_source == "NONE":
+            layout.operator("pla4d.test_connection", text="Load the Backend's Settings", icon="LINKED")
         row = layout.row(align=True)
         row.prop(sp, "import_as", text="")
         row.prop(sp, "live_preview", text="", icon="HIDE_OFF")
@@ -85,6 +105,31 @@ class PLA4D_PT_generate(_Panel, bpy.types.Panel):
                 layout.label(text=f"{sp.progress * 100:.0f}% {sp.progress_text}")
         _status(layout, sp)
         layout.operator("pla4d.import_asset", text="Import From File", icon="FILEBROWSER")
+
+
+class PLA4D_PT_settings(_Panel, bpy.types.Panel):
+    """The stage settings of the chosen source's job kind, from the backend's settings table, by section."""
+
+    bl_label = "Settings"
+    bl_parent_id = "PLA4D_PT_generate"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return context.scene is not None and len(context.scene.pla4d.knobs) > 0
+
+    def draw(self, context: Any) -> None:
+        sp = context.scene.pla4d
+        kind = panel_settings.KIND_OF_SOURCE[sp.source]
+        section, col = "", self.layout.column(align=True)
+        for knob in panel_settings.for_kind(context.scene, kind):
+            if _is_run_level(knob):
+                continue
+            if knob.name.split(".", 1)[0] != section:
+                section = knob.name.split(".", 1)[0]
+                col = self.layout.column(align=True)
+                col.label(text=section.title())
+            _draw_knobs(col, [knob])
 
 
 class PLA4D_PT_jobs(_Panel, bpy.types.Panel):
@@ -139,7 +184,7 @@ class PLA4D_PT_object(_Panel, bpy.types.Panel):
             row.operator("pla4d.export_ply", text="PLY Sequence", icon="EXPORT")
 
 
-CLASSES = (PLA4D_UL_jobs, PLA4D_PT_generate, PLA4D_PT_jobs, PLA4D_PT_object)
+CLASSES = (PLA4D_UL_jobs, PLA4D_PT_generate, PLA4D_PT_settings, PLA4D_PT_jobs, PLA4D_PT_object)
 
 
 def menu_import(self: Any, _context: Any) -> None:

@@ -20,6 +20,11 @@ def test_bake_and_exports(bpy_python, addon_zip, fixture_dir, tmp_path):
     run_inner(bpy_python, ["test_bake_export.py"], addon_zip, fixture_dir, tmp_path)
 
 
+def test_settings_panel_from_capabilities(bpy_python, addon_zip, fixture_dir, tmp_path):
+    """The panel's knobs come from a (fake) settings table; bad values are refused before submit."""
+    run_inner(bpy_python, ["test_settings_panel.py"], addon_zip, fixture_dir, tmp_path)
+
+
 @pytest.mark.slow
 def test_blender_45_suite(addon_zip, fixture_dir, tmp_path):
     """The same suite on Blender 4.5 LTS (bpy 4.5.x), a separate slow job (another ~800 MB install)."""

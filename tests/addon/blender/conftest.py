@@ -45,7 +45,7 @@ def blob(test_dir):
 @pytest.fixture(autouse=True)
 def empty_file(addon):
     bpy.ops.wm.read_homefile(use_empty=True)
-    addon.splats.forget_assets()
+    addon.playback.forget_assets()
     yield
     addon.jobs.join_all(timeout=10)
     addon.jobs.drain()

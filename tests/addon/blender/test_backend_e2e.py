@@ -4,7 +4,6 @@ arrive, the object plays; cancel; clear messages for an unreachable backend, an 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -13,8 +12,9 @@ import numpy as np
 import pytest
 from conftest import positions, to_blender
 
-TINY_OVERRIDES = {"iterations": 4, "motion_iterations": 2, "num_gaussians": 2000, "max_gaussians": 4000,
-                  "resolutions": [32], "resolution_steps": [], "view_pool": 4, "batch_views": 1}  # fmt: skip
+TINY = {"static.iterations": 4, "motion.iterations": 2, "static.num_gaussians": 2000, "static.max_gaussians": 4000,
+        "static.resolutions": "32", "static.resolution_steps": "", "static.view_pool": 4, "static.batch_views": 1,
+        "example.frames": 2, "example.resolution": 32}  # fmt: skip
 
 
 @pytest.fixture
@@ -32,13 +32,25 @@ def drive(addon, until, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while not until():
         assert time.monotonic() < deadline, f"timed out; status: {bpy.context.scene.pla4d.status!r}"
-        delay = addon.ops.tick()
+        delay = addon.job_updates.tick()
         assert 0 < delay <= 0.5
         time.sleep(0.05)
 
 
 def idle(addon) -> bool:
     return not addon.jobs.busy() and not addon.jobs.pending()
+
+
+def use_settings(addon, values: dict) -> None:
+    """Set the panel's knobs (from the backend's settings table, so Test Connection first) as a user would."""
+    assert bpy.ops.pla4d.test_connection() == {"FINISHED"}
+    drive(addon, lambda: idle(addon))
+    sp = bpy.context.scene.pla4d
+    assert sp.settings_source == "TABLE", f"the backend sent no settings table; status: {sp.status!r}"
+    for path, value in values.items():
+        knob = sp.knobs[path]
+        setattr(knob, addon.panel_settings.VALUE_PROPS[knob.type], value)
+        assert knob.changed and not knob.error, (path, knob.error)
 
 
 def test_connection_shows_server_info(addon, prefs):
@@ -52,8 +64,8 @@ def test_connection_shows_server_info(addon, prefs):
 
 def test_example_job_end_to_end(addon, prefs):
     sp = bpy.context.scene.pla4d
-    sp.source, sp.frames, sp.example_resolution, sp.preset = "EXAMPLE", 2, 32, "draft"
-    sp.overrides = json.dumps(TINY_OVERRIDES)
+    sp.source, sp.preset = "EXAMPLE", "draft"
+    use_settings(addon, TINY)
     sp.live_preview = True
     seen: list[str] = []
     assert bpy.ops.pla4d.generate() == {"FINISHED"}
@@ -98,8 +110,8 @@ def test_example_job_end_to_end(addon, prefs):
 
 def test_cancel_running_job(addon, prefs):
     sp = bpy.context.scene.pla4d
-    sp.source, sp.frames, sp.example_resolution = "EXAMPLE", 2, 32
-    sp.overrides = json.dumps(dict(TINY_OVERRIDES, iterations=50_000))
+    sp.source = "EXAMPLE"
+    use_settings(addon, dict(TINY, **{"static.iterations": 50_000}))
     assert bpy.ops.pla4d.generate() == {"FINISHED"}
     drive(addon, lambda: bool(sp.jobs) and sp.jobs[0].state == "running" and "/" in sp.progress_text)
     assert bpy.ops.pla4d.cancel() == {"FINISHED"}
@@ -146,7 +158,8 @@ def test_address_and_online_access_checks(addon, prefs):
         with pytest.raises(RuntimeError, match="online access is off"):
             bpy.ops.pla4d.test_connection()
     prefs.server = os.environ["PLA4D_BACKEND"]
-    bpy.context.scene.pla4d.overrides = "{not json"
-    with pytest.raises(RuntimeError, match="not valid JSON"):
+    use_settings(addon, {})
+    bpy.context.scene.pla4d.knobs["static.iterations"].int_value = 0
+    with pytest.raises(RuntimeError, match=r"must be a whole number from 1 to 100000, not 0"):
         bpy.ops.pla4d.generate()
     assert not addon.jobs.busy()

@@ -31,7 +31,7 @@ def test_bake_save_reopen_without_asset(addon, blob, tmp_path):
     asset, expected = _copy(blob, tmp_path)
     scene = bpy.context.scene
     scene.frame_start = 1
-    gaussians, mesh = addon.ops.import_asset(bpy.context, str(asset), "BOTH")
+    gaussians, mesh = addon.importer.import_asset(bpy.context, str(asset), "BOTH")
     for obj in (gaussians, mesh):
         obj.select_set(True)
     with bpy.context.temp_override(selected_objects=[gaussians, mesh], active_object=gaussians):
@@ -42,7 +42,7 @@ def test_bake_save_reopen_without_asset(addon, blob, tmp_path):
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     shutil.rmtree(asset)  # the bake must not need the asset folder any more
     bpy.ops.wm.open_mainfile(filepath=str(blend))
-    addon.splats.forget_assets()
+    addon.playback.forget_assets()
     gaussians, mesh = (bpy.data.objects[name] for name in names)
     for frame in (1, 3, 6, 8):
         t = min(frame - 1, 5)
@@ -60,8 +60,8 @@ def test_bake_plays_without_the_addon(addon, blob, tmp_path):
     import addon_utils
 
     asset, expected = _copy(blob, tmp_path)
-    (obj,) = addon.ops.import_asset(bpy.context, str(asset), "GAUSSIANS")
-    addon.splats.bake(obj)
+    (obj,) = addon.importer.import_asset(bpy.context, str(asset), "GAUSSIANS")
+    addon.playback.bake(obj)
     name = obj.name
     addon_utils.disable(addon.__name__, default_set=True)
     try:
@@ -76,8 +76,8 @@ def test_bake_plays_without_the_addon(addon, blob, tmp_path):
 
 def test_unbake_returns_to_handler(addon, blob):
     path, expected = blob
-    (obj,) = addon.ops.import_asset(bpy.context, str(path), "GAUSSIANS")
-    addon.splats.bake(obj)
+    (obj,) = addon.importer.import_asset(bpy.context, str(path), "GAUSSIANS")
+    addon.playback.bake(obj)
     with bpy.context.temp_override(selected_objects=[obj], active_object=obj):
         assert bpy.ops.pla4d.unbake() == {"FINISHED"}
     assert not obj.pla4d.baked and not [a for a in obj.data.attributes if a.name.startswith("pla4d_")]
@@ -90,9 +90,9 @@ def test_usd_point_cache(addon, blob, tmp_path, baked):
     path, expected = blob
     scene = bpy.context.scene
     scene.frame_start = 1
-    (obj,) = addon.ops.import_asset(bpy.context, str(path), "GAUSSIANS")
+    (obj,) = addon.importer.import_asset(bpy.context, str(path), "GAUSSIANS")
     if baked:
-        addon.splats.bake(obj)
+        addon.playback.bake(obj)
     out = tmp_path / "points.usdc"
     with bpy.context.temp_override(selected_objects=[obj], active_object=obj):
         assert bpy.ops.pla4d.export_usd(filepath=str(out)) == {"FINISHED"}
@@ -117,9 +117,9 @@ def test_usd_point_cache(addon, blob, tmp_path, baked):
 @pytest.mark.parametrize("baked", [False, True], ids=["handler", "baked"])
 def test_ply_sequence(addon, blob, tmp_path, baked):
     path, expected = blob
-    (obj,) = addon.ops.import_asset(bpy.context, str(path), "GAUSSIANS")
+    (obj,) = addon.importer.import_asset(bpy.context, str(path), "GAUSSIANS")
     if baked:
-        addon.splats.bake(obj)
+        addon.playback.bake(obj)
     out = tmp_path / "plys"
     with bpy.context.temp_override(selected_objects=[obj], active_object=obj):
         assert bpy.ops.pla4d.export_ply(directory=str(out)) == {"FINISHED"}

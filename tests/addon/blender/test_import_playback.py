@@ -43,7 +43,7 @@ def test_float16_asset_and_start_frame_change(addon, test_dir):
     expected = dict(np.load(test_dir / "blob16.npz"))
     scene = bpy.context.scene
     scene.frame_start = 1
-    (obj,) = addon.ops.import_asset(bpy.context, str(path), "GAUSSIANS")
+    (obj,) = addon.importer.import_asset(bpy.context, str(path), "GAUSSIANS")
     scene.frame_set(3)
     np.testing.assert_allclose(positions(obj.data), to_blender(expected["positions"][2]), atol=5e-4)
     obj.pla4d.start_frame = 2  # the update callback moves the animation and re-applies the frame
@@ -66,13 +66,13 @@ def test_import_mesh(addon, blob):
 
 def test_import_both(addon, blob):
     path, _ = blob
-    created = addon.ops.import_asset(bpy.context, str(path), "BOTH")
+    created = addon.importer.import_asset(bpy.context, str(path), "BOTH")
     assert sorted(o.type for o in created) == ["MESH", "POINTCLOUD"]
 
 
 def test_splat_nodes_and_material(addon, blob):
     path, _ = blob
-    (obj,) = addon.ops.import_asset(bpy.context, str(path), "GAUSSIANS")
+    (obj,) = addon.importer.import_asset(bpy.context, str(path), "GAUSSIANS")
     assert [m.name for m in obj.modifiers] == ["pla4d Frames", "pla4d Splats"]
     depsgraph = bpy.context.evaluated_depsgraph_get()
     # Instance structs live only while iterating: read what is needed inside the loop.
@@ -121,11 +121,11 @@ def test_live_preview_updates_in_place(addon):
     points = {"positions": rng.normal(size=(300, 3)).astype(np.float32),
               "colors": rng.uniform(size=(300, 3)).astype(np.float32),
               "opacities": rng.uniform(size=300).astype(np.float32)}  # fmt: skip
-    obj = addon.splats.update_preview(bpy.context, "job123456789", points)
+    obj = addon.preview.update_preview(bpy.context, "job123456789", points)
     np.testing.assert_allclose(positions(obj.data), to_blender(points["positions"]), atol=1e-6)
     points2 = {k: v[:200] * 0.5 for k, v in points.items()}
-    again = addon.splats.update_preview(bpy.context, "job123456789", points2)
+    again = addon.preview.update_preview(bpy.context, "job123456789", points2)
     assert again == obj and len(obj.data.vertices) == 200
     np.testing.assert_allclose(positions(obj.data), to_blender(points2["positions"]), atol=1e-6)
-    addon.splats.remove_preview("job123456789")
+    addon.preview.remove_preview("job123456789")
     assert "pla4d preview job12345" not in bpy.data.objects

@@ -1,0 +1,81 @@
+"""Export pla4d Gaussians: a sequence of standard 3DGS PLY files (written by :mod:`.asset_io`, the asset's +Y-up
+axes) and a USD point cache (Blender's own exporter, one time sample per frame).
+
+Both work from the asset folder or from a bake (:func:`.playback.frame_values` reads either).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+
+from . import asset_io
+from .attributes import ATTR_RGB, BLENDER_ATTR, read_attribute
+from .playback import ImportFailedError, frame_values
+
+
+def export_ply_sequence(obj: Any, folder: str | os.PathLike[str]) -> list[Path]:
+    """Write ``frame_000.ply`` ... (standard 3DGS PLY, the asset's +Y-up axes, like the engine's exports)."""
+    props = obj.pla4d
+    if props.kind != "GAUSSIANS":
+        raise ImportFailedError(f"{obj.name} is not a pla4d Gaussian object")
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    data = obj.data
+    rgb = read_attribute(data, ATTR_RGB, "vector", 3)
+    sh_dc = asset_io.linear_rgb_to_sh_dc(rgb)
+    animated = [a for a in props.animated.split(",") if a]
+    digits = max(3, len(str(props.frame_count - 1)))
+    written = []
+    for t in range(props.frame_count):
+        values = {}
+        for name, (target, _kind, key, width) in BLENDER_ATTR.items():
+            values[name] = frame_values(obj, name, t) if name in animated else read_attribute(data, target, key, width)
+        rotations = asset_io.rotations_from_blender(values["rotations"])
+        scales = np.log(np.maximum(values["scales"], 1e-30))
+        opacity = np.clip(values["opacities"], 1e-6, 1 - 1e-6)
+        logits = np.log(opacity / (1.0 - opacity))
+        path = out / f"frame_{t:0{digits}d}.ply"
+        asset_io.write_gaussian_ply(
+            path, asset_io.positions_from_blender(values["positions"]), rotations, scales, logits, sh_dc
+        )
+        written.append(path)
+    return written
+
+
+def export_usd(context: Any, obj: Any, path: str | os.PathLike[str]) -> Path:
+    """A USD point cache of ``obj`` (UsdGeomPoints with time-sampled points and primvars) for the scene range.
+
+    The splat instancing is switched off during the export so the file holds the points and their attributes,
+    not thousands of sphere instances; the ``pla4d Frames`` Scene Time read makes the exporter sample every frame.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    splats = obj.modifiers.get("pla4d Splats")
+    saved = (splats.show_viewport, splats.show_render) if splats else None
+    if splats:
+        splats.show_viewport = splats.show_render = False
+    selection = [o for o in context.view_layer.objects if o.select_get()]
+    active = context.view_layer.objects.active
+    try:
+        for other in selection:
+            other.select_set(False)
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+        kwargs: dict[str, Any] = {"filepath": str(path), "selected_objects_only": True, "export_animation": True}
+        with context.temp_override(active_object=obj, selected_objects=[obj]):
+            result = bpy.ops.wm.usd_export(**kwargs)
+        if "FINISHED" not in result:
+            raise ImportFailedError(f"Blender's USD export of {obj.name} did not finish")
+    finally:
+        if splats and saved:
+            splats.show_viewport, splats.show_render = saved
+        obj.select_set(False)
+        for other in selection:
+            other.select_set(True)
+        context.view_layer.objects.active = active
+    return path

@@ -1,0 +1,183 @@
+"""Playback of pla4d objects: the opened (memory-mapped) assets, the per-frame update the ``frame_change_pre``
+handler runs, the bake into the .blend and back, and the start frame.
+
+- **Playback**: :func:`apply_scene` writes the current frame's animated attributes with ``foreach_set`` from the
+  memory-mapped asset files (asset frame ``t`` = scene frame ``start + t``) into reused float32 buffers. This is
+  the hot path (benchmarks/addon_bench.py): no allocation, no lookups beyond the object's own.
+- **Bake**: copies each frame into per-frame attributes (``pla4d_position_7`` ...); the ``pla4d Frames`` modifier
+  then picks the current frame's attributes by name, so a saved file plays without the asset folder, the
+  add-on's handler or the backend.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+
+from . import asset_io
+from .asset_io import Asset
+from .attributes import BLENDER_ATTR, MESH_ANIMATED, read_attribute, set_attribute, to_blender
+from .nodes import add_modifiers, set_modifier_input
+
+_assets: dict[str, Asset] = {}  # resolved asset path -> opened (memory-mapped) asset
+_buffers: dict[tuple[int, str], np.ndarray] = {}  # (data session_uid, attribute) -> float32 scratch buffer
+
+
+class ImportFailedError(Exception):
+    """An import or bake that cannot proceed; the message is for the user (shown by the operator)."""
+
+
+# ------------------------------------------------------------------------------------------------ assets
+
+
+def get_asset(path: str | os.PathLike[str], verify: bool = False) -> Asset:
+    """The opened asset at ``path``, cached (memory maps stay open while the add-on runs)."""
+    key = str(Path(path).resolve())
+    asset = _assets.get(key)
+    if asset is None:
+        asset = asset_io.open_asset(key, verify=verify)
+        _assets[key] = asset
+    return asset
+
+
+def forget_asset(path: str | os.PathLike[str]) -> None:
+    """Drop one cached asset, so the next :func:`get_asset` re-reads the folder (it may have been replaced)."""
+    _assets.pop(str(Path(path).resolve()), None)
+
+
+def forget_assets() -> None:
+    """Drop cached assets and buffers (after loading a file, or when an asset folder was replaced)."""
+    _assets.clear()
+    _buffers.clear()
+
+
+def _buffer(data: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    key = (data.session_uid, name)
+    buf = _buffers.get(key)
+    if buf is None or buf.shape != shape:
+        buf = np.empty(shape, dtype=np.float32)
+        _buffers[key] = buf
+    return buf
+
+
+# ------------------------------------------------------------------------------------------------ playback
+
+
+def asset_frame(obj: Any, scene_frame: int) -> int:
+    props = obj.pla4d
+    return min(max(int(scene_frame) - props.start_frame, 0), max(props.frame_count - 1, 0))
+
+
+def apply_frame(obj: Any, scene_frame: int) -> bool:
+    """Write the object's animated attributes for ``scene_frame``; False when the asset is not available."""
+    props = obj.pla4d
+    if props.baked or not props.asset_path or props.kind not in ("GAUSSIANS", "MESH"):
+        return False
+    try:
+        asset = get_asset(props.asset_path)
+    except (asset_io.AssetReadError, OSError):
+        return False
+    t = asset_frame(obj, scene_frame)
+    data = obj.data
+    if props.kind == "MESH":
+        if asset.mesh is None:
+            return False
+        src = asset.mesh.positions[t]
+        buf = _buffer(data, "mesh", (src.shape[0], 3))
+        asset_io.positions_to_blender(src, buf)
+        data.attributes["position"].data.foreach_set("vector", buf.ravel())
+        data.update_tag()
+        return True
+    if len(data.points) != asset.num_gaussians:
+        return False
+    for name in asset.animated:
+        target, _kind, key, width = BLENDER_ATTR[name]
+        attr = data.attributes.get(target)
+        if attr is None:
+            continue
+        src = asset.arrays[name][t]
+        buf = _buffer(data, name, (src.shape[0], width) if width > 1 else (src.shape[0],))
+        to_blender(name, src, buf)
+        attr.data.foreach_set(key, buf.ravel())
+    data.update_tag()
+    return True
+
+
+def apply_scene(scene: Any) -> int:
+    """Update every handler-driven pla4d object of ``scene`` to its current frame; returns how many changed."""
+    count = 0
+    frame = scene.frame_current
+    for obj in scene.objects:
+        props = getattr(obj, "pla4d", None)
+        if props is not None and props.kind in ("GAUSSIANS", "MESH") and not props.baked:
+            count += apply_frame(obj, frame)
+    return count
+
+
+# ------------------------------------------------------------------------------------------------ bake
+
+
+def frame_values(obj: Any, name: str, t: int) -> np.ndarray:
+    """Blender values of animated attribute ``name`` at asset frame ``t`` (from the bake or the asset)."""
+    props = obj.pla4d
+    target, _kind, key, width = BLENDER_ATTR[name]
+    if props.baked:
+        data = obj.data
+        baked = f"pla4d_{target}_{t}"
+        return read_attribute(data, baked if data.attributes.get(baked) else target, key, width)
+    asset = get_asset(props.asset_path)
+    if props.kind == "MESH":
+        return asset_io.positions_to_blender(asset.mesh.positions[t])
+    return to_blender(name, asset.frame(name, t))
+
+
+def bake(obj: Any) -> int:
+    """Copy every frame into per-frame attributes read by the ``pla4d Frames`` nodes; returns the frame count.
+
+    After this the object plays without the asset folder, the handler or the backend (a saved .blend too)."""
+    props = obj.pla4d
+    if props.baked:
+        return props.frame_count
+    if props.kind not in ("GAUSSIANS", "MESH"):
+        raise ImportFailedError(f"{obj.name} is not a pla4d Gaussian or mesh object")
+    try:
+        asset = get_asset(props.asset_path)
+    except asset_io.AssetReadError as exc:
+        raise ImportFailedError(f"cannot bake {obj.name}: {exc}") from None
+    animated = MESH_ANIMATED if props.kind == "MESH" else asset.animated
+    data = obj.data
+    for t in range(asset.frame_count):
+        for name in animated:
+            target, kind, key, _width = BLENDER_ATTR[name]
+            values = frame_values(obj, name, t)
+            set_attribute(data, f"pla4d_{target}_{t}", values, kind, key)
+    props.baked = True
+    obj.modifiers.get("pla4d Frames") or add_modifiers(obj, props.start_frame, props.frame_count, splats=False)
+    data.update_tag()
+    return asset.frame_count
+
+
+def unbake(obj: Any) -> None:
+    """Remove the per-frame attributes; the handler drives the object from its asset folder again."""
+    data = obj.data
+    # Collect names first: removing an attribute invalidates references to the others.
+    names = [a.name for a in data.attributes if a.name.startswith("pla4d_") and a.name.rsplit("_", 1)[-1].isdigit()]
+    for name in names:
+        data.attributes.remove(data.attributes[name])
+    obj.pla4d.baked = False
+    data.update_tag()
+
+
+def set_start_frame(obj: Any) -> None:
+    """Propagate a changed start frame to the modifier and the handler-driven data."""
+    mod = obj.modifiers.get("pla4d Frames")
+    if mod is not None and mod.node_group is not None:
+        set_modifier_input(mod, "Start Frame", int(obj.pla4d.start_frame))
+        obj.update_tag()
+    scene = bpy.context.scene
+    if scene is not None:
+        apply_frame(obj, scene.frame_current)
