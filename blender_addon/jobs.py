@@ -2,7 +2,7 @@
 
 Every network operation (hello, submit + follow + download, watch an existing job, list, cancel, delete, fetch)
 runs in a background thread with its own ``pla4d_client.Client`` (ZeroMQ sockets belong to one thread each).
-Threads never touch ``bpy``: they put plain messages on a queue, and :func:`tick` (a ``bpy.app.timers``
+Threads never touch ``bpy``: they put plain messages on a queue, and ``job_updates.tick`` (a ``bpy.app.timers``
 callback, which tests call directly because timers never fire in background mode) applies them to the scene
 on the main thread: job states, progress, live-preview points, imports. Every failure ends as a one-line
 message in the panel (``scene.pla4d.status``), never a traceback.
@@ -114,12 +114,12 @@ def describe(code: str, message: str, server: str) -> str:
 
 
 def post(message: str, /, **payload: Any) -> None:
-    """Queue a message for the main thread (:func:`tick`); ``message`` names what happened."""
+    """Queue a message for the main thread (``job_updates.tick``); ``message`` names what happened."""
     _inbox.put((message, payload))
 
 
 def pending() -> int:
-    """How many messages wait for :func:`tick` (tests)."""
+    """How many messages wait for ``job_updates.tick`` (tests)."""
     return _inbox.qsize()
 
 

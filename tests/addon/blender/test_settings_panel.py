@@ -116,3 +116,61 @@ def test_unusable_rows_are_left_out(addon):
     assert [k.name for k in sp.knobs] == ["job.seed", "motion.wobble"]
     hello(addon, "not a table")
     assert sp.settings_source == "OLD_SERVER" and not sp.knobs and "Traceback" not in sp.status
+
+
+class FakeLayout:
+    """Stands in for Blender's UILayout (panels cannot draw in background mode): records what a panel draws and
+    checks that every property it draws exists."""
+
+    def __init__(self, log: list) -> None:
+        self.log, self.active, self.scale_y = log, True, 1.0
+
+    def row(self, **_kwargs) -> FakeLayout:
+        return FakeLayout(self.log)
+
+    column = box = row
+
+    def prop(self, data, name: str, text: str | None = None, **_kwargs) -> None:
+        assert name in data.bl_rna.properties, f"{data} has no property {name!r}"
+        self.log.append(("prop", name, text if text is not None else name, self.active))
+
+    def label(self, text: str = "", **_kwargs) -> None:
+        self.log.append(("label", text))
+
+    def operator(self, idname: str, **_kwargs):
+        self.log.append(("operator", idname))
+        return type("Props", (), {})()
+
+    def progress(self, **_kwargs) -> None:
+        self.log.append(("progress",))
+
+
+def draw(panel) -> list:
+    log: list = []
+    panel.draw(type("Panel", (), {"layout": FakeLayout(log)})(), bpy.context)
+    return log
+
+
+def test_panels_draw_the_knobs_of_the_chosen_kind(addon):
+    sp = bpy.context.scene.pla4d
+    assert ("operator", "pla4d.test_connection") in draw(addon.ui.PLA4D_PT_generate)  # no table yet: load it
+    hello(addon, TABLE)
+    sp.source, sp.preset = "EXAMPLE", "draft"
+    main = draw(addon.ui.PLA4D_PT_generate)
+    drawn = [entry[2] for entry in main if entry[0] == "prop" and entry[1] in ("int_value", "float_value")]
+    assert drawn == ["Seed", "Frames"]  # the run-level knobs of example jobs; fps has no default:
+    assert ("label", "Fps: the backend's default") in main
+    assert ("prop", "int_value", "Seed", False) in main  # unchanged: greyed out
+    settings = draw(addon.ui.PLA4D_PT_settings)
+    assert [e[1] for e in settings if e[0] == "label"] == ["Motion", "Static"]
+    assert ("prop", "float_value", "Wobble", False) in settings
+    assert ("prop", "text_value", "Resolutions", False) in settings
+    sp.knobs["motion.wobble"].float_value = 9.0
+    settings = draw(addon.ui.PLA4D_PT_settings)
+    assert ("prop", "float_value", "Wobble", True) in settings
+    assert any(e[0] == "label" and e[1].startswith("Wobble (motion.wobble) must be") for e in settings)
+    sp.source = "TEXT"
+    settings = draw(addon.ui.PLA4D_PT_settings)
+    assert [e[1] for e in settings if e[0] == "label"] == ["Static", "Video"]  # the text kind's sections
+    hello(addon, None)
+    assert any(e[0] == "label" and "too old for settings" in e[1] for e in draw(addon.ui.PLA4D_PT_generate))
