@@ -3,7 +3,8 @@
 Reads ``JOB_DIR/job.json``, runs the engine and pushes events to the server over a ZeroMQ PUSH socket
 (``[token, envelope, *raw]``). Cancellation: the server creates ``JOB_DIR/cancel``; the engine polls it between
 iterations. The worker dies with its server (PR_SET_PDEATHSIG, plus a parent check in the cancel poll).
-Stage cache: the example clip is rendered once per job (``inputs/clip/.complete``); a resumed job skips it.
+Stage cache: the engine's runner (pla4d.runner), in the job's ``result/`` folder; a resumed job skips every stage
+that finished.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,6 @@ import zmq
 from backend.protocol import Code, array_frames, pack
 
 RESULT_DIR = "result"
-# settings.generate (names and bounds checked by the server) -> (preset section, field).
-GENERATE_FIELDS = {
-    "frames": ("video", "num_frames"), "width": ("video", "width"), "height": ("video", "height"),
-    "steps": ("video", "steps"), "matte_size": ("matte", "size"), "mesh_steps": ("mesh", "steps"),
-    "mesh_grid": ("mesh", "grid_size"),
-}  # fmt: skip
 MAX_FRAMES = 1024
 MAX_FRAMES_BYTES = 4 << 30  # uncompressed, all frames together
 
@@ -123,104 +117,50 @@ def _plain(value: Any) -> Any:
 
 
 def run_job(job_dir: Path, spec: dict[str, Any], rep: Reporter) -> dict[str, Any]:
+    """One job through the engine's runner; a resumed job continues from its last finished stage."""
+    from pla4d import settings as table
     from pla4d.config import get_preset
-    from pla4d.errors import Cancelled
-    from pla4d.lift import run_lift
+    from pla4d.runner import run_example, run_generate, run_lift, run_video_to_4d
 
-    settings = spec.get("settings", {})
-    preset = get_preset(settings.get("preset", spec.get("default_preset", "draft")))
-    overrides = dict(settings.get("overrides") or {})
-    motion_iterations = overrides.pop("motion_iterations", None)
-    if overrides:
-        preset = preset.replace_static(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
-    if motion_iterations is not None:
-        preset = preset.replace_motion(iterations=int(motion_iterations), epochs=None)
-    seed = int(settings.get("seed", 0))
     kind = spec["kind"]
-    if kind == "text" or (kind == "video" and "mesh" not in spec["inputs"]):
-        return _run_generate(job_dir, spec, preset, seed, rep)
-    if kind == "example":
-        clip = job_dir / "inputs" / "clip"
-        rep.emit({"type": "stage_started", "stage": "example"})
-        start = time.perf_counter()
-        cached = (clip / ".complete").exists()
-        if not cached:
-            from pla4d.example.clip import ExampleSettings, write_example_clip
-
-            shutil.rmtree(clip, ignore_errors=True)
-            ex = settings.get("example", {})
-            write_example_clip(
-                clip,
-                ExampleSettings(
-                    num_frames=int(ex.get("frames", 8)),
-                    resolution=int(ex.get("resolution", 128)),
-                    supersample=int(ex.get("supersample", 2)),
-                    novel_azimuths=(),
-                ),
-            )
-            (clip / ".complete").write_text("ok\n")
-        rep.emit(
-            {"type": "stage_finished", "stage": "example", "seconds": time.perf_counter() - start, "cached": cached}
-        )
-        image, mesh = clip / "input" / "000.png", clip / "first_frame.glb"
-    elif kind == "lift":
-        image, mesh = job_dir / spec["inputs"]["image"], job_dir / spec["inputs"]["mesh"]
-    elif kind == "video":
-        frames_dir = _job_frames(job_dir, spec)
-        mesh = job_dir / spec["inputs"]["mesh"]
-    else:
+    if kind not in ("example", "lift", "video", "text"):
         raise ValueError(f"job kind {kind!r} cannot run in this worker")
-    if rep.should_cancel():
-        raise Cancelled()
+    given = spec.get("settings", {})
+    # The server checked the values against the settings table; a job file from an older server has the older maps.
+    values = table.check(given["values"] if "values" in given else table.from_legacy(given), kind)
+    preset = table.apply(get_preset(given.get("preset", spec.get("default_preset", "draft"))), values)
+    run_values = table.run_values(values, kind)
+    common: dict[str, Any] = {
+        "seed": int(given.get("seed", run_values["job.seed"])), "device": spec.get("device", "auto"),
+        "on_event": rep.emit, "should_cancel": rep.should_cancel, "show_progress": False,
+    }  # fmt: skip
     out = job_dir / RESULT_DIR
-    if kind in ("example", "video"):
-        from pla4d.pipeline import run_video_to_4d
-
-        frames = clip / "input" if kind == "example" else frames_dir
-        fps = float(settings.get("fps", 16.0 if kind == "example" else 8.0))
-        # Video-to-4D with the engine's stage cache: a resumed job continues from its last finished stage.
-        summary = run_video_to_4d(
-            frames, mesh, out, preset, seed=seed, device=spec.get("device", "auto"), fps=fps,
-            on_event=rep.emit, should_cancel=rep.should_cancel, show_progress=False,
-        )  # fmt: skip
-        return {"summary": _plain(summary), "manifest": file_manifest(out)}
-    shutil.rmtree(out, ignore_errors=True)  # a resumed lift job redoes the static stage from its start
-    summary = run_lift(
-        image, mesh, out, preset, seed=seed, device=spec.get("device", "auto"),
-        on_event=rep.emit, should_cancel=rep.should_cancel, show_progress=False,
-    )  # fmt: skip
+    inputs = spec.get("inputs", {})
+    if kind == "example":
+        summary = run_example(out, preset, run_values, **common)
+    elif kind == "lift":
+        summary = run_lift(job_dir / inputs["image"], job_dir / inputs["mesh"], out, preset, **common)
+    elif kind == "video" and "mesh" in inputs:
+        frames = _job_frames(job_dir, spec)
+        summary = run_video_to_4d(frames, job_dir / inputs["mesh"], out, preset, fps=run_values["asset.fps"],
+                                  **common)  # fmt: skip
+    else:  # text jobs, and video jobs without a mesh: `pla4d generate`
+        video = _job_frames(job_dir, spec) if kind == "video" else None
+        summary = run_generate(spec.get("prompt"), out, preset, video=video, models=spec.get("models") or None,
+                               **common)  # fmt: skip
     return {"summary": _plain(summary), "manifest": file_manifest(out)}
 
 
 def _job_frames(job_dir: Path, spec: dict[str, Any]) -> Path:
-    """A video job's uploaded frames, unpacked once (a resumed job finds them ready)."""
+    """A video job's uploaded frames, unpacked once: into a temporary folder renamed into place when whole, so a
+    resumed job finds them ready and a crash mid-way leaves nothing that looks finished."""
     frames_dir = job_dir / "inputs" / "frames"
-    if not (frames_dir / ".complete").exists():
-        shutil.rmtree(frames_dir, ignore_errors=True)
-        extract_frames(job_dir / spec["inputs"]["frames"], frames_dir)
-        (frames_dir / ".complete").write_text("ok\n")
+    if not frames_dir.is_dir():
+        partial = frames_dir.with_name("frames.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        extract_frames(job_dir / spec["inputs"]["frames"], partial)
+        partial.rename(frames_dir)
     return frames_dir
-
-
-def _run_generate(job_dir: Path, spec: dict[str, Any], preset: Any, seed: int, rep: Reporter) -> dict[str, Any]:
-    """Text jobs, and video jobs without a mesh: ``pla4d generate``'s entry point, with its stage cache."""
-    from pla4d.generate import run_generate
-
-    settings = spec.get("settings", {})
-    changes: dict[str, dict[str, Any]] = {"video": {}, "matte": {}, "mesh": {}}
-    for name, value in settings.get("generate", {}).items():
-        section, field = GENERATE_FIELDS[name]
-        changes[section][field] = value
-    for section, values in changes.items():
-        if values:
-            preset = getattr(preset, f"replace_{section}")(**values)
-    video = _job_frames(job_dir, spec) if spec["kind"] == "video" else None
-    out = job_dir / RESULT_DIR
-    summary = run_generate(
-        spec.get("prompt"), out, preset, seed=seed, device=spec.get("device", "auto"), video=video,
-        on_event=rep.emit, should_cancel=rep.should_cancel, show_progress=False, models=spec.get("models") or None,
-    )  # fmt: skip
-    return {"summary": _plain(summary), "manifest": file_manifest(out)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,8 +33,8 @@ from pla4d.deform.hexplane import frame_time
 from pla4d.deform.mirror import find_mirror_plane, lift_depth
 from pla4d.evaluate import Scorer, _aggregate, _straight_rgba
 from pla4d.gaussians.ply import load_ply
-from pla4d.pipeline import load_field
 from pla4d.render.gaussians import render_gaussians
+from pla4d.runner.motion import load_field
 
 
 def oracle_weights(means: np.ndarray, gt0: np.ndarray, k: int = 4) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@
                                       [--out results/motion_seeds.jsonl]
 
 RUN_DIR is a `pla4d run` / `pla4d eval` run folder; its static stage (``static/canonical.ply``,
-``static/camera.json``) is kept fixed and only the deformation field is trained again, once per seed, with the
+``focal/camera.json``) is kept fixed and only the deformation field is trained again, once per seed, with the
 preset's motion settings (the seed sets the field's initial planes and the draw of frames, views and backgrounds).
 Each field is scored like `pla4d eval` (video PSNR over every n-th frame of the novel views, on white), and on the
 input view too: the input view is what training sees, so its score is all a run could be chosen by without
@@ -28,9 +28,9 @@ from pla4d.config import get_preset
 from pla4d.deform.hexplane import frame_time
 from pla4d.evaluate import Scorer, _aggregate, _straight_rgba
 from pla4d.gaussians.ply import load_ply
-from pla4d.lift import load_frame, make_perceptual
-from pla4d.pipeline import frame_paths
+from pla4d.losses.perceptual import make_perceptual
 from pla4d.render.gaussians import render_gaussians
+from pla4d.runner.inputs import frame_paths, load_frame
 from pla4d.stages.motion4d import train_motion
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = load_clip(args.clip)
     run = Path(args.run)
     model = load_ply(run / "static" / "canonical.ply")
-    camera = json.loads((run / "static" / "camera.json").read_text())
+    camera = json.loads((run / "focal" / "camera.json").read_text())
     cfg = get_preset(args.preset).motion
     video = torch.stack([load_frame(p) for p in frame_paths(clip.path / "input")])
     front = Cameras(

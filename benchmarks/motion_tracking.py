@@ -24,7 +24,7 @@ from results_log import append_result
 
 from pla4d.clip import load_clip
 from pla4d.deform.hexplane import frame_time
-from pla4d.pipeline import load_field
+from pla4d.runner.motion import load_field
 
 
 def project(points: np.ndarray, viewmat: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,10 @@ so azimuth 0 is the front view and positive azimuth swings the camera towards +X
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -165,3 +167,39 @@ def orbit_cameras(
 def front_camera(radius: float = 3.0, fov_deg: float = 49.1, width: int = 256, height: int | None = None) -> Cameras:
     """The input-video camera: on +Z looking at the origin."""
     return orbit_cameras([0.0], 0.0, radius, fov_deg, width, height)
+
+
+@dataclass(frozen=True)
+class FrontCamera:
+    """The input video's camera as focal alignment matched it: what the static and motion stages train against.
+
+    Written as the focal stage's ``camera.json``; ``K`` and ``w2c_opencv`` are the float32 values as lists, so the
+    camera read back is bit-identical to the one handed over in memory."""
+
+    focal_px: float
+    fov_deg: float
+    radius: float
+    width: int
+    height: int
+    K: list[list[float]]
+    w2c_opencv: list[list[float]]
+    enabled: bool = True  # False: the initial fov was kept (the ablation without focal alignment)
+    mse: float | None = None
+    mask_iou: float | None = None
+    search: list[list[float]] | None = None  # every (focal, mse) the search evaluated
+
+    @classmethod
+    def from_cameras(cls, cams: Cameras, radius: float, **extra: Any) -> FrontCamera:
+        return cls(focal_px=float(cams.Ks[0, 0, 0]), radius=radius, width=cams.width, height=cams.height,
+                   K=cams.Ks[0].tolist(), w2c_opencv=cams.viewmats[0].tolist(), **extra)  # fmt: skip
+
+    def cameras(self) -> Cameras:
+        return Cameras(torch.tensor([self.w2c_opencv]), torch.tensor([self.K]), self.width, self.height)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FrontCamera:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -12,118 +12,110 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pla4d import __version__
 from pla4d.errors import MissingWeightsError
+
+if TYPE_CHECKING:
+    from pla4d.config import PresetConfig
 
 
 class UserError(Exception):
     """A problem the user can fix; reported as one line without a traceback."""
 
 
-def _demo(args: argparse.Namespace) -> int:
-    import numpy as np
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes (a bad value, a missing argument) end like every other user error: one line, exit 2."""
 
-    from pla4d.example.clip import ExampleSettings, write_example_clip
-    from pla4d.media import composite, contact_sheet, load_png, save_png, write_video
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message}")
 
-    settings = ExampleSettings(num_frames=args.frames, fps=args.fps, resolution=args.resolution)
-    settings.validate()
-    out = Path(args.out)
-    start = time.perf_counter()
-    clip_dir = write_example_clip(out / "clip", settings)
 
-    views = ["input"] + [f"novel/{az:03.0f}" for az in settings.novel_azimuths]
-    shown = sorted({round(i * (settings.num_frames - 1) / 7) for i in range(8)}) if settings.num_frames > 1 else [0]
-    rows = [[composite(load_png(clip_dir / v / f"{t:03d}.png")) for t in shown] for v in views]
-    save_png(out / "preview.png", contact_sheet(rows))
+def _settings(args: argparse.Namespace, scope: str) -> tuple[PresetConfig, dict[str, Any]]:
+    """The preset with the command line's settings applied, and the run-level values (seed, fps, example)."""
+    from pla4d import settings
+    from pla4d.config import get_preset
 
-    # The video shows the front view (what the method sees) beside a 45-degree view (what it must infer).
-    video_frames = []
-    for t in range(settings.num_frames):
-        front = composite(load_png(clip_dir / "input" / f"{t:03d}.png"))
-        side = composite(load_png(clip_dir / views[1] / f"{t:03d}.png"))
-        video_frames.append(np.concatenate([front, side], axis=1))
-    video = write_video(out / "video.mp4", video_frames, settings.fps)
+    values = settings.parsed(args)
+    return settings.apply(get_preset(args.preset), values), settings.run_values(values, scope)
 
-    run = None
-    if not args.render_only:
-        from pla4d.pipeline import run_video_to_4d
 
-        run = run_video_to_4d(
-            clip_dir / "input", clip_dir / "first_frame.glb", out / "run", _preset(args), seed=args.seed,
-            device=args.device, fps=settings.fps,
-        )  # fmt: skip
+def _preset(args: argparse.Namespace) -> PresetConfig:
+    return _settings(args, args.command)[0]
 
-    summary = {
-        "clip": str(clip_dir),
-        "run": None if run is None else run["run"],
-        "asset": None if run is None else run["asset"],
-        "exports": None if run is None else run["exports"],
-        "preview": str(out / "preview.png"),
-        "video": str(video),
-        "frames": settings.num_frames,
-        "resolution": settings.resolution,
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+
+def _print(summary: dict[str, Any]) -> int:
     print(json.dumps(summary, indent=1))
     return 0
 
 
-def _preset(args: argparse.Namespace):
-    from pla4d.config import get_preset
+def _demo(args: argparse.Namespace) -> int:
+    from pla4d.runner import run_example
 
-    preset = get_preset(args.preset)
-    changes = {}
-    if getattr(args, "iterations", None) is not None:
-        changes["iterations"] = args.iterations
-    if getattr(args, "motion_iterations", None) is not None:
-        preset = preset.replace_motion(iterations=args.motion_iterations, epochs=None)
-    if getattr(args, "no_contrastive", False):
-        changes["batch_views"] = 0
-    if changes:
-        preset = preset.replace_static(**changes)
-    if getattr(args, "no_first_frame_consistency", False):
-        preset = preset.replace_motion(first_frame_consistency=False)
-    if getattr(args, "no_focal_alignment", False):
-        import dataclasses
+    preset, values = _settings(args, "demo")
+    out = Path(args.out)
+    start = time.perf_counter()
+    run = run_example(out / "run", preset, values, seed=values["job.seed"], device=args.device,
+                      render_only=args.render_only, novel_views=True)  # fmt: skip
+    clip = Path(run["clip"])
+    preview, video = _demo_pictures(clip, out, int(values["example.frames"]), float(values["asset.fps"] or 16.0))
+    summary = {
+        "clip": str(clip),
+        "run": None if args.render_only else run["run"],
+        "asset": run.get("asset"),
+        "exports": run.get("exports"),
+        "preview": str(preview),
+        "video": str(video),
+        "frames": run["frames"],
+        "resolution": values["example.resolution"],
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return _print(summary)
 
-        preset = dataclasses.replace(preset, focal=dataclasses.replace(preset.focal, enabled=False))
-    return preset
+
+def _demo_pictures(clip: Path, out: Path, frames: int, fps: float) -> tuple[Path, Path]:
+    """A contact sheet of every view and an MP4 of the front view (what the method sees) beside a 45-degree view
+    (what it must infer)."""
+    import numpy as np
+
+    from pla4d.media import composite, contact_sheet, load_png, save_png, write_video
+
+    views = ["input"] + sorted(str(p.relative_to(clip)) for p in (clip / "novel").iterdir() if p.is_dir())
+    shown = sorted({round(i * (frames - 1) / 7) for i in range(8)}) if frames > 1 else [0]
+    rows = [[composite(load_png(clip / v / f"{t:03d}.png")) for t in shown] for v in views]
+    save_png(out / "preview.png", contact_sheet(rows))
+    video_frames = []
+    for t in range(frames):
+        front = composite(load_png(clip / "input" / f"{t:03d}.png"))
+        side = composite(load_png(clip / views[1] / f"{t:03d}.png"))
+        video_frames.append(np.concatenate([front, side], axis=1))
+    return out / "preview.png", write_video(out / "video.mp4", video_frames, fps)
 
 
 def _lift(args: argparse.Namespace) -> int:
-    from pla4d.lift import run_lift
+    from pla4d.runner import run_lift
 
+    preset, values = _settings(args, "lift")
     for path, what in ((args.image, "image"), (args.mesh, "mesh")):
         if not Path(path).is_file():
             raise UserError(f"{what} not found: {path}")
-    summary = run_lift(args.image, args.mesh, args.out, _preset(args), seed=args.seed, device=args.device)
-    print(json.dumps(summary, indent=1))
-    return 0
+    return _print(run_lift(args.image, args.mesh, args.out, preset, seed=values["job.seed"], device=args.device,
+                           force=args.force or ()))  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pla4d.pipeline import run_video_to_4d
+    from pla4d.runner import run_video_to_4d
 
-    summary = run_video_to_4d(
-        args.video,
-        args.mesh,
-        args.out,
-        _preset(args),
-        seed=args.seed,
-        device=args.device,
-        fps=args.fps,
-        time_multiplier=args.time_multiplier,
-        force=args.force or (),
-    )
-    print(json.dumps(summary, indent=1))
-    return 0
+    preset, values = _settings(args, "run")
+    return _print(run_video_to_4d(args.video, args.mesh, args.out, preset, seed=values["job.seed"],
+                                  device=args.device, fps=values["asset.fps"], force=args.force or ()))  # fmt: skip
 
 
 def _eval(args: argparse.Namespace) -> int:
     from pla4d.evaluate import evaluate_clip
 
+    preset, values = _settings(args, "eval")
     if not Path(args.clip).is_dir():
         raise UserError(f"clip folder not found: {args.clip}")
     if args.prompt is not None and not (Path(args.clip) / "cameras.json").is_file():
@@ -134,49 +126,21 @@ def _eval(args: argparse.Namespace) -> int:
                                    else "cpu", views=args.clip_views)), flush=True)  # fmt: skip
         return 0
     records = evaluate_clip(
-        args.clip,
-        _preset(args),
-        frames=args.frames,
-        baseline=args.baseline,
-        out_dir=args.out,
-        seed=args.seed,
-        device=args.device,
-        lpips_net=args.lpips_net,
-        method=args.method,
-        save_renders=args.save_renders,
-        prompt=args.prompt,
-        clip_model=args.clip_model,
-    )
+        args.clip, preset, frames=args.frames, baseline=args.baseline, out_dir=args.out, seed=values["job.seed"],
+        device=args.device, lpips_net=args.lpips_net, method=args.method, save_renders=args.save_renders,
+        prompt=args.prompt, clip_model=args.clip_model,
+    )  # fmt: skip
     for record in records:
         print(json.dumps(record), flush=True)
     return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from pla4d.generate import run_generate
+    from pla4d.runner import run_generate
 
-    preset = _preset(args)
-    video_changes = {}
-    for name, value in (("num_frames", args.frames), ("steps", args.steps), ("negative_prompt", args.negative_prompt),
-                        ("width", args.width), ("height", args.height)):  # fmt: skip
-        if value is not None:
-            video_changes[name] = value
-    if args.no_prompt_suffix:
-        video_changes["use_prompt_suffix"] = False
-    if video_changes:
-        preset = preset.replace_video(**video_changes)
-    if args.mesh_command_cwd:
-        preset = preset.replace_mesh(command_cwd=args.mesh_command_cwd)
-    models = {"video": args.video_model, "matte": args.matte_session, "mesh": args.mesh_model,
-              "mesh_command": args.mesh_command}  # fmt: skip
-    if args.guidance_model is not None:
-        models["guidance"] = None if args.guidance_model.lower() == "none" else args.guidance_model
-    summary = run_generate(
-        args.prompt, args.out, preset, seed=args.seed, device=args.device, video=args.video, image=args.image,
-        mesh=args.mesh, force=args.force or (), models=models,
-    )  # fmt: skip
-    print(json.dumps(summary, indent=1))
-    return 0
+    preset, values = _settings(args, "generate")
+    return _print(run_generate(args.prompt, args.out, preset, seed=values["job.seed"], device=args.device,
+                               video=args.video, image=args.image, mesh=args.mesh, force=args.force or ()))  # fmt: skip
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -223,80 +187,74 @@ def _models(args: argparse.Namespace) -> int:
     return status
 
 
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="draft", help="draft (CPU, minutes), standard or paper (default: draft)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--iterations", type=int, default=None, help="override the static stage's iterations")
-    parser.add_argument("--motion-iterations", type=int, default=None, help="override the 4D stage's iterations")
-    parser.add_argument(
-        "--no-focal-alignment", action="store_true", help="ablation: keep the initial fov (49.1 degrees)"
-    )
-    parser.add_argument("--no-contrastive", action="store_true", help="ablation: front view only, no GS-mesh views")
-    parser.add_argument(
-        "--no-first-frame-consistency",
-        action="store_true",
-        help="ablation: the 4D stage without eq. 10's first-frame consistency term",
-    )
+def _add_common(parser: argparse.ArgumentParser, scope: str) -> None:
+    """The preset, the device and every setting of the settings table that this command's stages read."""
+    from pla4d import settings
+    from pla4d.config import PRESETS
+
+    parser.add_argument("--preset", default="draft", choices=list(PRESETS),
+                        help="draft (CPU, minutes), standard or paper (default: draft)")  # fmt: skip
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: auto)")
+    settings.add_flags(parser, scope)
 
 
-def _bench(args: argparse.Namespace, rest: list[str]) -> int:
-    if args.what == "raster":
-        from pla4d.bench_raster import main_bench_raster
+def _add_force(parser: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:
+    parser.add_argument("--force", action="append", choices=stages, metavar="STAGE",
+                        help=f"redo this stage and the ones after it even if cached ({', '.join(stages)})")  # fmt: skip
 
-        return main_bench_raster(rest)
-    raise UserError(f"unknown benchmark {args.what!r}")
+
+def _bench(args: argparse.Namespace) -> int:
+    from pla4d.bench_raster import main_bench_raster
+
+    return main_bench_raster(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pla4d", description="Text-to-4D Gaussian splatting (PLA4D).")
+    parser = _Parser(prog="pla4d", description="Text-to-4D Gaussian splatting (PLA4D).")
     parser.add_argument("--version", action="version", version=f"pla4d {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    four_d = ("focal", "static", "motion", "asset", "exports")
 
     demo = sub.add_parser(
         "demo",
         help="the built-in example end to end: render the creature, then video-to-4D on its frames and mesh",
         description="Render the built-in example (an animated creature made in code) with the project's own "
-        "mesh renderer: front-view RGBA frames (the stand-in for the text-to-video output), held-out "
-        "views, the frame-1 mesh (the stand-in for the image-to-mesh output), a preview picture and an MP4. "
-        "Then run video-to-4D on its frames and frame-1 mesh (out/demo/run: static Gaussians, deformation field, "
-        "4D asset, animated-mesh GLB, preview video).",
+        "mesh renderer into RUN/example: front-view RGBA frames (the stand-in for the text-to-video output), "
+        "held-out views and the frame-1 mesh (the stand-in for the image-to-mesh output); a preview picture and an "
+        "MP4 beside it. Then video-to-4D on its frames and frame-1 mesh (OUT/run: focal, static Gaussians, "
+        "deformation field, 4D asset, animated-mesh GLB, preview video).",
     )
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    demo.add_argument("--frames", type=int, default=32, help="number of frames (default: 32)")
-    demo.add_argument("--fps", type=float, default=16.0, help="frames per second (default: 16)")
-    demo.add_argument("--resolution", type=int, default=256, help="image size in pixels (default: 256)")
     demo.add_argument("--render-only", action="store_true", help="only render the example; skip video-to-4D")
-    _add_training_options(demo)
+    _add_common(demo, "demo")
     demo.set_defaults(handler=_demo)
 
     lift = sub.add_parser(
         "lift",
         help="frame 1 + its mesh -> static 3D Gaussians (focal alignment, texture and geometry alignment)",
-        description="The static 3D stage: find the focal length that matches the mesh's front view to the frame, "
-        "then train Gaussians initialised from the mesh. Writes canonical.ply, camera.json, preview.png, "
-        "losses.jsonl, config.json and timings.json into --out.",
+        description="The focal and static stages: find the focal length that matches the mesh's front view to the "
+        "frame, then train Gaussians initialised from the mesh. Writes RUN/focal/camera.json and RUN/static/ "
+        "(canonical.ply, preview.png, losses.jsonl, static.json); `pla4d run` on the same folder reuses them.",
     )
     lift.add_argument("--image", required=True, help="frame 1: an RGBA PNG with the object matted")
     lift.add_argument("--mesh", required=True, help="the frame's mesh (GLB, glTF or OBJ)")
     lift.add_argument("--out", required=True, help="run folder")
-    _add_training_options(lift)
+    _add_force(lift, ("focal", "static"))
+    _add_common(lift, "lift")
     lift.set_defaults(handler=_lift)
 
     run = sub.add_parser(
         "run",
         help="video-to-4D: RGBA frames + frame 1's mesh -> static Gaussians, deformation, 4D asset, exports",
-        description="Run every stage (static 3D, motion 4D, asset, exports) with the stage cache: stages whose "
-        "inputs and settings did not change are skipped (--force STAGE redoes one and those after it).",
+        description="Run every stage (focal, static 3D, motion 4D, asset, exports) with the stage cache: stages "
+        "whose inputs and settings did not change are skipped (--force STAGE redoes one and those after it). "
+        "Every frame and the mesh are read and checked before the first stage.",
     )
     run.add_argument("--video", required=True, help="folder of RGBA PNG frames (frame 1 first)")
     run.add_argument("--mesh", required=True, help="frame 1's mesh (GLB, glTF or OBJ)")
     run.add_argument("--out", required=True, help="run folder")
-    run.add_argument("--fps", type=float, default=None, help="frame rate of the video (default 8)")
-    run.add_argument("--time-multiplier", type=int, default=None, help="asset frames per video frame (preset's)")
-    run.add_argument("--force", action="append", choices=["static", "motion", "asset", "exports"],
-                     help="redo this stage (and the ones after it) even if cached")  # fmt: skip
-    _add_training_options(run)
+    _add_force(run, four_d)
+    _add_common(run, "run")
     run.set_defaults(handler=_run)
 
     evaluate = sub.add_parser(
@@ -320,14 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "instead of a clip, only the CLIP score of its 4D asset")  # fmt: skip
     evaluate.add_argument("--clip-model", default="openai/clip-vit-large-patch14", help="CLIP model id or folder")
     evaluate.add_argument("--clip-views", type=int, default=8, help="azimuths rendered for the CLIP score of a run")
-    _add_training_options(evaluate)
+    _add_common(evaluate, "eval")
     evaluate.set_defaults(handler=_eval)
 
     generate = sub.add_parser(
         "generate",
         help="text to 4D: video, matte, mesh, focal, static 3D, 4D, export, with the stage cache",
         description="Generate a 4D asset from a prompt (or start from your own --video / --image / --mesh). Every "
-        "stage is cached in --out; models are checked before any work starts (`pla4d models list`). "
+        "stage is cached in --out; inputs and models are checked before any work starts (`pla4d models list`). "
         "See docs/text-to-4d.md.",
     )
     generate.add_argument("prompt", nargs="?", default=None, help='the text, e.g. "a panda dancing"')
@@ -335,31 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--video", default=None, help="your own video (file or folder of frames) instead of text")
     generate.add_argument("--image", default=None, help="the image-to-mesh input instead of frame 1 (with --video)")
     generate.add_argument("--mesh", default=None, help="your own mesh (+Y up, facing +Z) instead of image-to-mesh")
-    generate.add_argument("--video-model", default=None, help="text-to-video model id or folder (preset's)")
-    generate.add_argument("--matte-session", default=None, help="rembg session (u2net, isnet-general-use, ...)")
-    generate.add_argument("--mesh-model", default=None, help="image-to-mesh model id or folder (preset's)")
-    generate.add_argument("--mesh-command", default=None, help="external image-to-mesh command template "
-                          "({image}, {outdir}, {mesh}; docs/text-to-4d.md)")  # fmt: skip
-    generate.add_argument("--mesh-command-cwd", default=None, help="working folder of --mesh-command")
-    generate.add_argument("--guidance-model", default=None, help="Zero123 model id or folder for the 4D stage, "
-                          "or none")  # fmt: skip
-    generate.add_argument("--frames", type=int, default=None, help="video frames (preset's)")
-    generate.add_argument("--steps", type=int, default=None, help="text-to-video sampling steps (preset's)")
-    generate.add_argument("--width", type=int, default=None, help="video width (preset's)")
-    generate.add_argument("--height", type=int, default=None, help="video height (preset's)")
-    generate.add_argument("--negative-prompt", default=None, help="text-to-video negative prompt (preset's)")
-    generate.add_argument(
-        "--no-prompt-suffix",
-        action="store_true",
-        help="do not add the single-centred-object, plain-background suffix to the prompt",
-    )
-    generate.add_argument(
-        "--force",
-        action="append",
-        choices=["video", "matte", "mesh", "static", "motion", "asset", "exports"],
-        help="redo this stage (and the ones after it) even if cached",
-    )
-    _add_training_options(generate)
+    _add_force(generate, ("video", "matte", "mesh", *four_d))
+    _add_common(generate, "generate")
     generate.set_defaults(handler=_generate)
 
     models = sub.add_parser(
@@ -368,28 +303,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="list: every known model (or a preset's, or the named ones) and whether it is installed; "
         "pull: download into the Hugging Face cache / rembg folder (needs network); verify: re-hash files.",
     )
-    models.add_argument("action", choices=["list", "pull", "verify"])
+    models.add_argument("action", choices=["list", "pull", "verify"], help="what to do")
     models.add_argument("ids", nargs="*", help="model ids, local folders or rembg session names")
     models.add_argument("--preset", default=None, help="the models this preset needs")
     models.add_argument("--json", action="store_true", help="list as JSON")
     models.set_defaults(handler=_models)
 
-    bench = sub.add_parser("bench", help="benchmarks (e.g. `pla4d bench raster --help`)", add_help=False)
+    bench = sub.add_parser(
+        "bench", help="benchmarks: `pla4d bench raster --help`",
+        description="Benchmarks that print one JSON line per configuration. raster: the Gaussian rasterizer's "
+        "forward and forward+backward times and peak memory (its options: `pla4d bench raster --help`).",
+    )  # fmt: skip
     bench.add_argument("what", choices=["raster"], help="which benchmark")
-    bench.set_defaults(handler=None)
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    bench.set_defaults(handler=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    # `bench` passes its remaining arguments to the benchmark's own parser.
-    args, rest = parser.parse_known_args(argv)
-    if args.command != "bench" and rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        if args.command == "bench":
-            return _bench(args, rest)
+        args = build_parser().parse_args(argv)
         return args.handler(args)
     except (UserError, MissingWeightsError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         if os.environ.get("PLA4D_DEBUG"):

@@ -21,10 +21,12 @@ from torch import Tensor
 
 from pla4d.clip import Clip, composite_on_white, load_clip
 from pla4d.config import PresetConfig
+from pla4d.device import pick_device
 from pla4d.gaussians.ply import load_ply
-from pla4d.lift import load_frame, pick_device, run_lift
 from pla4d.media import contact_sheet, save_png
 from pla4d.metrics import mask_iou, psnr, ssim
+from pla4d.runner import run_lift, run_video_to_4d
+from pla4d.runner.inputs import load_frame
 
 PSNR_CAP_DB = 100.0  # identical images (the static baseline at frame 0) would otherwise score infinity
 
@@ -165,17 +167,15 @@ def evaluate_clip(
     geometry = None
     if method == "static":
         summary = run_lift(clip.frame_path("input", 0), mesh_path, out / "run", preset, seed=seed, device=device)
-        model = load_ply(out / "run" / "canonical.ply").to(dev)
+        model = load_ply(out / "run" / "static" / "canonical.ply").to(dev)
         still = render_views(model, clip, views)
         renders = {view: {t: still[view] for t in frame_ids} for view in views}
     elif method == "4d":
         from pla4d.asset.format import frame_model, read_asset
-        from pla4d.pipeline import run_video_to_4d
 
-        summary = run_video_to_4d(
-            clip.path / "input", mesh_path, out / "run", preset, seed=seed, device=device, fps=clip.fps,
-            time_multiplier=1,
-        )  # fmt: skip
+        # One asset frame per clip frame, whatever the preset's export factor: the scores compare frame by frame.
+        summary = run_video_to_4d(clip.path / "input", mesh_path, out / "run", preset.replace_motion(
+            export_frame_factor=1), seed=seed, device=device, fps=clip.fps)  # fmt: skip
         asset = read_asset(out / "run" / "asset")
         if asset.positions.shape[0] != clip.n_frames:
             raise ValueError(f"the asset has {asset.positions.shape[0]} frames, the clip {clip.n_frames}")

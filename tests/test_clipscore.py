@@ -62,7 +62,7 @@ def test_missing_clip_model_is_one_clear_message(tmp_path: Path) -> None:
 def test_eval_prompt_on_a_run_folder(tmp_path: Path, tiny_clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pla4d.cli import main
     from pla4d.example.clip import ExampleSettings, write_example_clip
-    from pla4d.generate import run_generate
+    from pla4d.runner import run_generate
     from tests.test_generate import tiny_preset
 
     clip = write_example_clip(tmp_path / "clip", ExampleSettings(num_frames=2, resolution=64, novel_azimuths=()))

@@ -66,14 +66,14 @@ def u2netp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_generate_text_to_4d_end_to_end_and_cached(tmp_path: Path, tiny_models: dict[str, str], u2netp: None) -> None:
     from pla4d.asset.format import read_asset
-    from pla4d.generate import run_generate
+    from pla4d.runner import run_generate
 
     events: list[dict] = []
     out = tmp_path / "run"
     summary = run_generate("a panda dancing", out, tiny_preset(), seed=0, device="cpu", models=tiny_models,
                            on_event=events.append, show_progress=False)  # fmt: skip
     started = [e["stage"] for e in events if e["type"] == "stage_started"]
-    for stage in ("video", "matte", "mesh", "focal", "static3d", "motion", "asset", "exports"):
+    for stage in ("video", "matte", "mesh", "focal", "static", "motion", "asset", "exports"):
         assert stage in started, (stage, started)
     assert any(e["type"] == "progress" and e["stage"] == "video" for e in events)
     assert any(e["type"] == "progress" and e["stage"] == "matte" for e in events)
@@ -94,7 +94,7 @@ def test_generate_text_to_4d_end_to_end_and_cached(tmp_path: Path, tiny_models: 
     assert asset.positions.shape[0] == len(matted) and asset.meta["prompt"] == "a panda dancing"
     assert (out / "exports" / "animated_mesh.glb").is_file()
     assert summary["guidance"].startswith("reference refinement on")
-    for stage in ("video", "matte", "mesh", "focal", "static3d", "motion", "asset", "exports"):
+    for stage in ("video", "matte", "mesh", "focal", "static", "motion", "asset", "exports"):
         assert summary["stages"][stage]["seconds"] >= 0 and summary["stages"][stage]["peak_rss_mb"] > 0, stage
     assert json.loads((out / "summary.json").read_text())["prompt"] == "a panda dancing"
 
@@ -117,7 +117,7 @@ def test_generate_text_to_4d_end_to_end_and_cached(tmp_path: Path, tiny_models: 
 def test_generate_from_user_frames_and_mesh_needs_no_model(tmp_path: Path) -> None:
     """RGBA frames pass the matting untouched and a user mesh skips image-to-mesh: nothing to load."""
     from pla4d.example.clip import ExampleSettings, write_example_clip
-    from pla4d.generate import run_generate
+    from pla4d.runner import run_generate
 
     clip = write_example_clip(tmp_path / "clip", ExampleSettings(num_frames=3, resolution=64, novel_azimuths=()))
     preset = tiny_preset().replace_motion(guidance_model=None)

@@ -49,8 +49,10 @@ def test_choose_turn_finds_the_front() -> None:
     frame = torch.cat([torch.where(alpha > 0, out.rgb[0] / alpha.clamp_min(1e-6), 0.0), alpha], -1).numpy()
     # The model's output faces +X (turned -90 degrees); the right answer is to turn it back by +90... about +Y.
     turned = truth.transformed(torch.from_numpy(np.pad(orient_matrix("y", -90.0), ((0, 1), (0, 1)))).float())
-    best = choose_turn(turned, frame, "y", size=96)
+    best = choose_turn(turned, frame, "y")
     assert best.turn_deg == 90.0, best.scores
+    # The winning turn's focal match is the focal stage's result: the camera's true 40-degree fov.
+    assert abs(best.match.fov_deg - 40.0) < 0.5, best.match.fov_deg
 
 
 def test_glb_round_trip_keeps_colours(tmp_path: Path) -> None:

@@ -25,17 +25,19 @@ def test_lift_writes_a_complete_run_folder(tiny_clip, tmp_path, capsys):
     argv = ["lift", "--image", str(tiny_clip / "input" / "000.png"), "--mesh", str(tiny_clip / "first_frame.glb")]
     assert main([*argv, "--out", str(run), "--iterations", "6"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    for name in ("canonical.ply", "camera.json", "preview.png", "losses.jsonl", "config.json", "timings.json"):
+    for name in ("static/canonical.ply", "focal/camera.json", "static/preview.png", "static/losses.jsonl",
+                 "static/stage.json", "focal/stage.json", "config.json", "summary.json"):  # fmt: skip
         assert (run / name).is_file(), name
-    model = load_ply(run / "canonical.ply")
+    model = load_ply(run / "static" / "canonical.ply")
     assert model.num_gaussians == summary["gaussians"] > 1000
-    camera = json.loads((run / "camera.json").read_text())
+    camera = json.loads((run / "focal" / "camera.json").read_text())
     # The example is rendered at fov 40; focal alignment finds it from the image alone.
     assert camera["focal_px"] == pytest.approx(focal_from_fov(40.0, 64), rel=0.03)
-    losses = [json.loads(line) for line in (run / "losses.jsonl").read_text().splitlines()]
+    losses = [json.loads(line) for line in (run / "static" / "losses.jsonl").read_text().splitlines()]
     assert len(losses) == 6 and losses[0]["texture_lpips"] > 0  # the perceptual network really ran
     config = json.loads((run / "config.json").read_text())
     assert config["preset"]["static"]["iterations"] == 6
+    assert set(summary["stages"]) == {"focal", "static"} and summary["timings"]["static_s"] > 0
 
 
 def test_eval_prints_one_json_line_per_method(tiny_clip, tmp_path, capsys):
@@ -70,14 +72,14 @@ def test_lift_user_errors_are_one_line(tmp_path, capsys, tiny_clip):
 def test_lift_reports_events_and_can_be_cancelled(tiny_clip, tmp_path):
     from pla4d.config import get_preset
     from pla4d.errors import Cancelled
-    from pla4d.lift import run_lift
+    from pla4d.runner import run_lift
 
     events = []
     preset = get_preset("draft").replace_static(iterations=5)
     image, mesh = tiny_clip / "input" / "000.png", tiny_clip / "first_frame.glb"
     run_lift(image, mesh, tmp_path / "a", preset, on_event=events.append, show_progress=False)
     kinds = [(e["type"], e.get("stage")) for e in events]
-    assert kinds[0] == ("stage_started", "focal") and ("stage_finished", "static3d") in kinds
+    assert kinds[0] == ("stage_started", "focal") and ("stage_finished", "static") in kinds
     progress = [e for e in events if e["type"] == "progress"]
     assert [e["iteration"] for e in progress] == [1, 2, 3, 4, 5] and progress[-1]["eta_s"] == 0
     previews = [e for e in events if e["type"] == "preview"]

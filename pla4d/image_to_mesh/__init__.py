@@ -52,6 +52,7 @@ class MeshOrientation:
     up: str
     turn_deg: float  # about +Y, after the up axis is made +Y
     scores: dict[str, float]  # turn -> front-view MSE after focal alignment (empty when not searched)
+    match: Any = None  # the winning turn's FocalMatch
 
 
 def orient_matrix(up: str, turn_deg: float = 0.0) -> np.ndarray:
@@ -89,28 +90,26 @@ def normalise_mesh(mesh: Mesh, rotation: np.ndarray | None = None) -> tuple[Mesh
     return mesh.transformed(torch.from_numpy(m)), m
 
 
-def choose_turn(mesh: Mesh, frame_rgba: np.ndarray, up: str, radius: float = 3.0, size: int = 128) -> MeshOrientation:
+def choose_turn(
+    mesh: Mesh, frame_rgba: np.ndarray, up: str, radius: float = 3.0, init_fov_deg: float = 49.1
+) -> MeshOrientation:
     """The quarter turn about +Y whose focal-aligned front view best matches frame 1 (lowest MSE).
 
     Models disagree on which way their output faces; the focal search (paper eq. 4) is the judge the static
-    stage uses anyway, so it picks the turn too. Front and back have mirrored silhouettes, colour separates them.
+    stage uses anyway, so it picks the turn too, with the focal stage's own settings: the winning turn's match is
+    the focal stage's result (``match``), so the search does not run again. Front and back have mirrored
+    silhouettes, colour separates them.
     """
     from pla4d.stages.focal import align_focal
 
     frame = torch.from_numpy(np.ascontiguousarray(frame_rgba, dtype=np.float32))
-    if frame.shape[0] != size:
-        x = frame.permute(2, 0, 1)[None]
-        premult = torch.cat([x[:, :3] * x[:, 3:], x[:, 3:]], dim=1)
-        small = torch.nn.functional.interpolate(premult, size=(size, size), mode="bilinear", antialias=True)[0]
-        alpha = small[3:].clamp(0, 1)
-        rgb = torch.where(alpha > 1e-6, small[:3] / alpha.clamp_min(1e-6), torch.zeros_like(small[:3]))
-        frame = torch.cat([rgb.clamp(0, 1), alpha], dim=0).permute(1, 2, 0)
-    scores = {}
+    matches = {}
     for turn in (0.0, 90.0, 180.0, 270.0):
         candidate, _ = normalise_mesh(mesh, orient_matrix(up, turn))
-        scores[f"{turn:.0f}"] = align_focal(candidate, frame, radius=radius, coarse_ratio=1.08).mse
+        matches[f"{turn:.0f}"] = align_focal(candidate, frame, radius=radius, init_fov_deg=init_fov_deg)
+    scores = {turn: match.mse for turn, match in matches.items()}
     best = min(scores, key=scores.__getitem__)
-    return MeshOrientation(up=up, turn_deg=float(best), scores=scores)
+    return MeshOrientation(up=up, turn_deg=float(best), scores=scores, match=matches[best])
 
 
 def flatten_colours(mesh: Mesh) -> dict[str, Any]:

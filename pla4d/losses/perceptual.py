@@ -418,3 +418,11 @@ class PerceptualLoss(nn.Module):
             )
         dtype = next(self.impl.parameters()).dtype
         return self.impl(x.to(dtype), y.to(dtype))
+
+
+def make_perceptual(weight: float, net: str, device: torch.device) -> tuple[PerceptualLoss | None, str]:
+    """A stage's LPIPS network (real weights), or (None, 'off') when its weight is 0."""
+    if weight == 0:
+        return None, "off"
+    loss = PerceptualLoss(net=net).to(device)
+    return loss, loss.name
