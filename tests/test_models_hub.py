@@ -243,3 +243,22 @@ def test_hub_server_is_bounded_and_stops_by_itself(clip_folder: Path) -> None:
         server._timer.join(5)  # noqa: SLF001 - the self-stop timer
         with pytest.raises(OSError):
             urllib.request.urlopen(f"{endpoint}/api/models/{CLIP}", timeout=2)
+
+
+def test_pulled_guidance_model_loads_by_id(monkeypatch, capsys, zero123_folder: Path, tmp_path: Path) -> None:
+    """A pull skips a .bin copy beside safetensors weights; the model still loads by id, offline (the loader must
+    not call the snapshot incomplete for the file the pull left out)."""
+    import shutil
+
+    repo = shutil.copytree(zero123_folder, tmp_path / "repo")
+    (repo / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"a second copy of the weights")
+    with HubServer({ZERO123: repo}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        assert _pull(capsys, ZERO123)[0] == 0
+        assert "unet/diffusion_pytorch_model.bin" not in _fetched(server)
+    from pla4d.guidance.zero123 import load_zero123_or_none
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    guidance, why = load_zero123_or_none(ZERO123, "cpu")
+    assert guidance is not None, why
+    assert locate(KNOWN[ZERO123])[0] is not None

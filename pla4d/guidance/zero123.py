@@ -120,17 +120,14 @@ def resolve_model_folder(
             f"or a model id such as {DEFAULT_ZERO123_ID}; reference refinement is off."
         )
     else:
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError as exc:  # pragma: no cover - huggingface_hub comes with diffusers
-            raise MissingWeightsError(
-                "Zero123 guidance needs diffusers and transformers: pip install 'pla4d[models]'; "
-                "reference refinement is off."
-            ) from exc
-        try:
-            folder = Path(snapshot_download(name, cache_dir=cache_dir, local_files_only=True))
-        except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ...: all mean "not here"
-            raise MissingWeightsError(_missing_message(name)) from exc
+        # The cache's own layout, not huggingface_hub's snapshot lookup: that one calls a snapshot incomplete when
+        # files `pla4d models pull` skips on purpose (other weight formats) are absent.
+        from pla4d.models.hub import cached_snapshot
+
+        found = cached_snapshot(name, Path(cache_dir) if cache_dir is not None else None)
+        if found is None:
+            raise MissingWeightsError(_missing_message(name))
+        folder = found
     missing = [sub for sub in REQUIRED_SUBFOLDERS if not (folder / sub / _config_name(sub)).is_file()]
     if not any((folder / sub / "config.json").is_file() for sub in PROJECTION_SUBFOLDERS):
         missing.append("clip_camera_projection")

@@ -72,8 +72,8 @@ def hf_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def repo_cache(repo_id: str) -> Path:
-    return hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+def repo_cache(repo_id: str, cache: Path | None = None) -> Path:
+    return (cache or hf_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
 
 
 def free_bytes(path: Path) -> int:
@@ -103,9 +103,9 @@ def wanted(files: Iterable[str], ignore_patterns: Sequence[str]) -> list[str]:
     return [f for f in kept if not (f.endswith(".bin") and str(Path(f).parent) in with_safetensors)]
 
 
-def cached_snapshot(repo_id: str) -> Path | None:
+def cached_snapshot(repo_id: str, cache: Path | None = None) -> Path | None:
     """The cached snapshot of the repository's main branch (``refs/main``), without touching the network."""
-    repo = repo_cache(repo_id)
+    repo = repo_cache(repo_id, cache)
     ref = repo / "refs" / "main"
     if ref.is_file():
         folder = repo / "snapshots" / ref.read_text().strip()
