@@ -19,6 +19,7 @@ import numpy as np
 import plyfile
 import pytest
 import torch
+from test_asset import _model  # random Gaussians of a given SH degree
 
 from pla4d.asset import AnimatedMesh, Asset4D, export_ply_sequence, frame_model, read_asset, write_asset
 from pla4d.formats import axes, colour
@@ -90,7 +91,7 @@ def test_package_imports_only_stdlib_numpy_and_plyfile() -> None:
             assert set(roots) <= allowed, f"{path.name} imports {roots}"
     # And importing it pulls in neither torch nor the rest of pla4d (what the add-on relies on).
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import formats, formats.axes, formats.colour; "
+        "import sys; sys.path.insert(0, sys.argv[1]); import formats.asset, formats.axes, formats.colour, formats.ply; "
         "assert not {'torch', 'pla4d', 'PIL', 'trimesh'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code, str(FORMATS.parent)], check=True)
@@ -99,21 +100,9 @@ def test_package_imports_only_stdlib_numpy_and_plyfile() -> None:
 # ----------------------------------------------------------------------------------- one reader, two wrappers
 
 
-def _model(n: int, seed: int = 0, degree: int = 1) -> GaussianModel:
-    g = torch.Generator().manual_seed(seed)
-    return GaussianModel(
-        torch.rand(n, 3, generator=g) * 2 - 1,
-        torch.randn(n, 4, generator=g),
-        torch.randn(n, 3, generator=g) - 4.0,
-        torch.randn(n, generator=g),
-        torch.randn(n, 3, generator=g),
-        torch.randn(n, (degree + 1) ** 2 - 1, 3, generator=g),
-    )
-
-
 def _asset(n: int = 200, t: int = 4) -> Asset4D:
     rng = np.random.default_rng(0)
-    model = _model(n)
+    model = _model(n, degree=1)
     faces = np.array([[0, 1, 2], [2, 3, 0]], np.uint32)
     verts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
     mesh = AnimatedMesh(

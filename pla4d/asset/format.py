@@ -22,27 +22,13 @@ import torch
 
 from pla4d import __version__
 from pla4d.formats import asset as _disk
-from pla4d.formats.asset import (
-    ATTRIBUTES,
-    CANONICAL_FILE,
-    DTYPES,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    META_FILE,
-    AssetError,
-    frame_byte_range,
-    read_meta,
-)
+from pla4d.formats.asset import ATTRIBUTES, FORMAT_NAME, FORMAT_VERSION, AssetError, frame_byte_range, read_meta
 from pla4d.gaussians.model import GaussianModel
 from pla4d.gaussians.ply import model_arrays, model_from_arrays
 
 __all__ = [
-    "ATTRIBUTES",
-    "CANONICAL_FILE",
-    "DTYPES",
     "FORMAT_NAME",
     "FORMAT_VERSION",
-    "META_FILE",
     "AnimatedMesh",
     "Asset4D",
     "AssetError",
@@ -71,12 +57,13 @@ def _as_array(value: Any, name: str) -> np.ndarray:
 
 
 @dataclass
-class AnimatedMesh:
-    """A mesh with constant topology and one vertex-position set per frame.
+class AnimatedMesh(_disk.MeshData):
+    """A mesh with constant topology and one vertex-position set per frame, checked on construction.
 
     ``faces`` (F, 3) vertex indices; ``positions`` (T, V, 3) in the world frame (+Y up); ``vertex_colors``
     (V, 3) LINEAR RGB in [0, 1] (as glTF COLOR_0); ``uvs`` (V, 2) in the glTF convention with ``texture``
-    (H, W, 3) uint8 sRGB. Colours and UVs do not change over time.
+    (H, W, 3) uint8 sRGB, decoded (the format package's :class:`MeshData` holds the PNG file instead).
+    Colours and UVs do not change over time.
     """
 
     faces: np.ndarray
@@ -116,18 +103,6 @@ class AnimatedMesh:
             if self.uvs is None:
                 raise ValueError("a textured mesh needs uvs")
             self.texture = np.ascontiguousarray(tex[..., :3])
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.positions.shape[0])
-
-    @property
-    def num_vertices(self) -> int:
-        return int(self.positions.shape[1])
-
-    @property
-    def num_faces(self) -> int:
-        return int(self.faces.shape[0])
 
     @classmethod
     def from_mesh(cls, mesh: Any, positions: Any) -> AnimatedMesh:

@@ -4,42 +4,6 @@ and SH colour, and the change to Blender's axes.
 This package imports nothing but the standard library, numpy and plyfile, and its modules import each other
 relatively: ``build_addon.py`` copies it unchanged into the Blender add-on as ``pla4d_formats`` (no torch, no
 pla4d there), so the engine and the add-on read and write the same bytes with the same code. The engine wraps it
-for tensors in ``pla4d.asset.format`` and ``pla4d.gaussians.ply``.
+for tensors in ``pla4d.asset.format`` and ``pla4d.gaussians.ply``. Import from the modules: ``asset`` (the 4D
+asset folder), ``ply`` (3DGS PLY files and sequences), ``colour`` (sRGB, SH colour) and ``axes`` (Blender's axes).
 """
-
-from .asset import (
-    ATTRIBUTES,
-    CANONICAL_FILE,
-    DTYPES,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    META_FILE,
-    Asset,
-    AssetError,
-    MeshData,
-    frame_byte_range,
-    read_asset,
-    read_meta,
-    write_asset,
-)
-from .ply import PlyError, read_gaussian_ply, write_gaussian_ply, write_ply_sequence
-
-__all__ = [
-    "ATTRIBUTES",
-    "CANONICAL_FILE",
-    "DTYPES",
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "META_FILE",
-    "Asset",
-    "AssetError",
-    "MeshData",
-    "PlyError",
-    "frame_byte_range",
-    "read_asset",
-    "read_gaussian_ply",
-    "read_meta",
-    "write_asset",
-    "write_gaussian_ply",
-    "write_ply_sequence",
-]
