@@ -27,18 +27,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_asset(folder: Path, n: int, frames: int, seed: int = 0) -> None:
-    """A 4D asset with numpy only (no pla4d in Blender's Python), following docs/asset-format.md."""
-    sys.path.insert(0, str(ROOT / "blender_addon"))
-    import asset_io  # the add-on's own numpy module: its PLY writer is the engine's layout
-
-    sys.path.pop(0)
+def write_asset(folder: Path, n: int, frames: int, asset_io: Any, seed: int = 0) -> None:
+    """A 4D asset with numpy only (no pla4d in Blender's Python), following docs/asset-format.md; ``asset_io`` is
+    the installed add-on's module (its vendored PLY writer is the engine's layout)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     means = rng.normal(scale=0.4, size=(n, 3)).astype(np.float32)
@@ -88,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
     addon = importlib.import_module("bl_ext.user_default.pla4d")
     asset = tmp / "asset"
-    write_asset(asset, args.gaussians, args.frames)
+    write_asset(asset, args.gaussians, args.frames, addon.asset_io)
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
     scene.frame_start = 1

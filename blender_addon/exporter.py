@@ -19,32 +19,30 @@ from .playback import ImportFailedError, frame_values
 
 
 def export_ply_sequence(obj: Any, folder: str | os.PathLike[str]) -> list[Path]:
-    """Write ``frame_000.ply`` ... (standard 3DGS PLY, the asset's +Y-up axes, like the engine's exports)."""
+    """Write ``frame_000.ply`` ... (standard 3DGS PLY, the asset's +Y-up axes) with :mod:`.asset_io`'s sequence
+    writer, the one the engine's exports use."""
     props = obj.pla4d
     if props.kind != "GAUSSIANS":
         raise ImportFailedError(f"{obj.name} is not a pla4d Gaussian object")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     data = obj.data
-    rgb = read_attribute(data, ATTR_RGB, "vector", 3)
-    sh_dc = asset_io.linear_rgb_to_sh_dc(rgb)
+    sh_dc = asset_io.linear_rgb_to_sh_dc(read_attribute(data, ATTR_RGB, "vector", 3))
     animated = [a for a in props.animated.split(",") if a]
-    digits = max(3, len(str(props.frame_count - 1)))
-    written = []
-    for t in range(props.frame_count):
+
+    def gaussians_at(t: int) -> dict[str, np.ndarray]:
         values = {}
         for name, (target, _kind, key, width) in BLENDER_ATTR.items():
             values[name] = frame_values(obj, name, t) if name in animated else read_attribute(data, target, key, width)
-        rotations = asset_io.rotations_from_blender(values["rotations"])
-        scales = np.log(np.maximum(values["scales"], 1e-30))
-        opacity = np.clip(values["opacities"], 1e-6, 1 - 1e-6)
-        logits = np.log(opacity / (1.0 - opacity))
-        path = out / f"frame_{t:0{digits}d}.ply"
-        asset_io.write_gaussian_ply(
-            path, asset_io.positions_from_blender(values["positions"]), rotations, scales, logits, sh_dc
-        )
-        written.append(path)
-    return written
+        return {
+            "positions": asset_io.positions_from_blender(values["positions"]),
+            "rotations": asset_io.rotations_from_blender(values["rotations"]),
+            "scales": asset_io.scales_from_blender(values["scales"]),
+            "opacities": asset_io.opacities_from_blender(values["opacities"]),
+            "sh_dc": sh_dc,
+        }
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    return asset_io.write_ply_sequence(out, props.frame_count, gaussians_at)
 
 
 def export_usd(context: Any, obj: Any, path: str | os.PathLike[str]) -> Path:

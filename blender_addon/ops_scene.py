@@ -132,7 +132,7 @@ class PLA4D_OT_export_ply(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             written = exporter.export_ply_sequence(objects[0], bpy.path.abspath(self.directory))
-        except (playback.ImportFailedError, asset_io.AssetReadError, OSError) as exc:
+        except (playback.ImportFailedError, asset_io.AssetReadError, OSError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Wrote {len(written)} PLY files to {self.directory}")
