@@ -28,7 +28,7 @@ KINDS = {"example": "--example", "video": "--video", "text": "a prompt", "lift":
 STATES = ("queued", "running", "done", "failed", "cancelled")
 # The server answers a submit before it hands the job to a free worker (in the same pass of its loop, so the
 # "running" queue event follows within milliseconds); a queue position is printed once it has held this long.
-SETTLE_S = 1.0
+SETTLE_S = 2.0
 SUBMIT_USAGE = """pla4d submit (PROMPT | --example | --video FRAMES --mesh M | --image I --mesh M)
                     [--server tcp://HOST:PORT] [--preset P] [--seed N] [SETTING FLAGS]
                     [--out DIR] [--no-fetch] [--detach] [--json]"""
