@@ -27,7 +27,7 @@ from numba import prange
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from pla4d.render.gaussians import ALPHA_THRESHOLD, TILE_SIZE, ProjectedGaussians
+from pla4d.render.gaussian_types import ALPHA_THRESHOLD, TILE_SIZE, ProjectedGaussians
 
 # consts[]: 0.5, 1, max alpha, min alpha, min transmittance, 0
 _CONSTS = (0.5, 1.0, 0.999, ALPHA_THRESHOLD, 1e-4, 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pla4d.render.gaussians import TILE_SIZE, GaussianRender
+from pla4d.render.gaussian_types import TILE_SIZE, GaussianRender
 
 
 def rasterize_gsplat(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pla4d.render.gaussians import ALPHA_THRESHOLD, ProjectedGaussians
+from pla4d.render.gaussian_types import ALPHA_THRESHOLD, ProjectedGaussians
 
 _MAX_DENSE = 50_000_000  # pixel-Gaussian pairs per camera: beyond this the reference is the wrong tool
 

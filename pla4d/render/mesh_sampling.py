@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from pla4d.colour import linear_to_srgb, srgb_to_linear
-from pla4d.render.mesh import Mesh
+from pla4d.render.mesh_data import Mesh
 
 __all__ = ["SurfaceSamples", "face_areas", "sample_barycentric", "sample_surface", "surface_colors"]
 
