@@ -189,9 +189,11 @@ class FrontCamera:
     search: list[list[float]] | None = None  # every (focal, mse) the search evaluated
 
     @classmethod
-    def from_cameras(cls, cams: Cameras, radius: float, **extra: Any) -> FrontCamera:
-        return cls(focal_px=float(cams.Ks[0, 0, 0]), radius=radius, width=cams.width, height=cams.height,
-                   K=cams.Ks[0].tolist(), w2c_opencv=cams.viewmats[0].tolist(), **extra)  # fmt: skip
+    def from_cameras(cls, cams: Cameras, radius: float, focal_px: float | None = None, **extra: Any) -> FrontCamera:
+        """``focal_px``: the search's own value (a float64; ``K`` holds it rounded to float32)."""
+        focal = float(cams.Ks[0, 0, 0]) if focal_px is None else float(focal_px)
+        return cls(focal_px=focal, radius=radius, width=cams.width, height=cams.height, K=cams.Ks[0].tolist(),
+                   w2c_opencv=cams.viewmats[0].tolist(), **extra)  # fmt: skip
 
     def cameras(self) -> Cameras:
         return Cameras(torch.tensor([self.w2c_opencv]), torch.tensor([self.K]), self.width, self.height)

@@ -313,13 +313,10 @@ def _mesh_run(ctx: RunContext, folder: Path) -> dict[str, Any]:
     write_json(folder / "mesh.json", info)
     _mesh_load(ctx, folder)
     if match is not None and ctx.preset.focal.enabled:
-        from pla4d.cameras import FrontCamera
+        from pla4d.runner.lift3d import front_from_match
 
         # The turn was chosen by the focal stage's own search on this mesh: hand its match over.
-        ctx.put("front", FrontCamera.from_cameras(
-            match.cameras, ctx.preset.focal.radius, fov_deg=match.fov_deg, mse=match.mse, mask_iou=match.iou,
-            search=[[float(f), float(e)] for f, e in match.curve],
-        ))  # fmt: skip
+        ctx.put("front", front_from_match(match, ctx.preset.focal.radius))
     return {"source": source}
 
 

@@ -35,9 +35,13 @@ def match_front(mesh: Mesh, frame: Tensor, ctx: RunContext) -> FrontCamera:
     if not cfg.enabled:
         cams = front_camera(cfg.radius, cfg.init_fov_deg, size, size)
         return FrontCamera.from_cameras(cams, cfg.radius, fov_deg=cfg.init_fov_deg, enabled=False)
-    match = align_focal(mesh, frame, radius=cfg.radius, init_fov_deg=cfg.init_fov_deg)
+    return front_from_match(align_focal(mesh, frame, radius=cfg.radius, init_fov_deg=cfg.init_fov_deg), cfg.radius)
+
+
+def front_from_match(match: Any, radius: float) -> FrontCamera:
+    """A focal search's result (:class:`pla4d.stages.focal.FocalMatch`) as the run's front camera."""
     return FrontCamera.from_cameras(
-        match.cameras, cfg.radius, fov_deg=match.fov_deg, mse=match.mse, mask_iou=match.iou,
+        match.cameras, radius, focal_px=match.focal_px, fov_deg=match.fov_deg, mse=match.mse, mask_iou=match.iou,
         search=[[float(f), float(e)] for f, e in match.curve],
     )  # fmt: skip
 
