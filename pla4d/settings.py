@@ -63,6 +63,7 @@ class Setting:
     default: Any = None  # run-level settings only; preset settings default to the preset's value
     defaults: tuple[tuple[str, Any], ...] = ()  # per-scope defaults of a run-level setting (the demo's 32 frames)
     shortcut: tuple[str, Any, str] | None = None  # an extra CLI flag that sets a fixed value: (flag, value, help)
+    min_items: int = 1  # lists: the fewest values (resolution steps: none, for a single resolution)
     min_items: int = 1  # lists: the fewest values (resolution_steps is empty with a single resolution)
 
     @property
@@ -312,7 +313,8 @@ def _arg_type(setting: Setting) -> Any:
     def parse(text: str) -> Any:
         try:
             if setting.type in ("ints", "floats"):
-                raw: Any = [float(x) if setting.type == "floats" else int(x) for x in text.split(",")]
+                parts = [x for x in text.split(",") if x.strip()]
+                raw: Any = [float(x) if setting.type == "floats" else int(x) for x in parts]
             elif setting.type == "int":
                 raw = int(text)
             elif setting.type == "float":
