@@ -46,7 +46,8 @@ def _run(
         prepare(plans)
     ctx.out.mkdir(parents=True, exist_ok=True)
     write_json(ctx.out / "config.json", {"preset": ctx.preset.to_dict(), "seed": ctx.seed, "device": str(ctx.device),
-                                         "values": ctx.values, "inputs": extra.get("inputs", {})})  # fmt: skip
+                                         "values": ctx.values, "inputs": extra.get("inputs", {}),
+                                         "keys": dict(ctx.keys)})  # fmt: skip
     records = run_stages(ctx, stages, force, plans)
     names = [s.name for s in stages]
     summary: dict[str, Any] = {"run": str(ctx.out), "preset": ctx.preset.name, "seed": ctx.seed, **extra}
