@@ -125,20 +125,26 @@ def save_tiny_random_shap_e(folder: str | os.PathLike[str], seed: int = 0) -> Pa
                              d_latent=embedding, d_hidden=rows, n_output=12, background=(0.1, 0.1, 0.1))  # fmt: skip
     scheduler = HeunDiscreteScheduler(beta_schedule="exp", num_train_timesteps=1024, prediction_type="sample",
                                       use_karras_sigmas=True, clip_sample=True, clip_sample_range=1.0)  # fmt: skip
-    points, _, _ = grid_points(renderer, 16)
-    medians = []
-    for k in range(4):
-        latent = torch.randn(4 * rows, embedding, generator=torch.Generator().manual_seed(k))
-        _load_latent_params(renderer, latent)
-        sdf, _ = _query(renderer, points)
-        medians.append(float(torch.atanh(sdf.clamp(-0.999, 0.999)).median()))
-    with torch.no_grad():
-        renderer.mlp.mlp[-1].bias[0] -= float(np.median(medians))
+    center_sdf(renderer, (4 * rows, embedding))
     pipe = ShapEImg2ImgPipeline(prior=prior, image_encoder=encoder, image_processor=processor, scheduler=scheduler,
                                 shap_e_renderer=renderer)  # fmt: skip
     folder = Path(folder)
     pipe.save_pretrained(folder)
     return folder
+
+
+def center_sdf(renderer: torch.nn.Module, latent_shape: tuple[int, int]) -> None:
+    """Shift a random Shap-E renderer's signed-distance head by the median of its field over random latents, so
+    that its zero level set (the surface marching cubes meshes) exists for a random latent."""
+    points, _, _ = grid_points(renderer, 16)
+    medians = []
+    for k in range(4):
+        latent = torch.randn(*latent_shape, generator=torch.Generator().manual_seed(k))
+        _load_latent_params(renderer, latent)
+        sdf, _ = _query(renderer, points)
+        medians.append(float(torch.atanh(sdf.clamp(-0.999, 0.999)).median()))
+    with torch.no_grad():
+        renderer.mlp.mlp[-1].bias[0] -= float(np.median(medians))
 
 
 def save_tiny_random_clip(folder: str | Path, seed: int = 0) -> Path:
