@@ -106,7 +106,21 @@ def _cuda_facts() -> dict[str, Any]:
     return {"available": bool(devices), "torch_cuda": torch.version.cuda, "devices": devices, "arch_list": arch_list}
 
 
+_PROBED: dict[str, Any] = {}
+
+
 def _run_probe(timeout: float) -> dict[str, Any]:
+    """The child's verdict, once per process when it succeeds (the GPU and the installed kernels do not change
+    under a running backend; a failed probe is tried again, e.g. after the user fixed it)."""
+    if "ok" not in _PROBED:
+        result = _probe_child(timeout)
+        if "error" in result:
+            return result
+        _PROBED["ok"] = result
+    return _PROBED["ok"]
+
+
+def _probe_child(timeout: float) -> dict[str, Any]:
     try:
         done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -203,7 +217,8 @@ def _packages_facts() -> dict[str, bool]:
 
 def facts(kernels: bool = True, kernel_timeout: float = 900.0) -> dict[str, Any]:
     """Everything the doctor knows, as JSON-able values (the backend's hello carries it). ``kernels``: run the CUDA
-    probe (a child process; the first time gsplat compiles its kernels, which takes minutes)."""
+    probe (a child process; the first time gsplat compiles its kernels, which takes minutes, so a server should
+    call it once at start-up, off its request loop, or pass ``kernels=False``; a probe that worked is cached)."""
     import torch
 
     from pla4d.models.hub import free_bytes, hf_cache_dir

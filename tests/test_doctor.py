@@ -163,3 +163,12 @@ def test_facts_are_json() -> None:
     known = doctor.facts(kernels=False)
     assert json.loads(json.dumps(known)) == known
     assert known["addon"]["protocol_version"] == 1 and known["models"]["draft"]
+
+
+def test_a_working_probe_is_cached_and_a_failed_one_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = [{"error": "the CUDA probe crashed"}, {"torch": {"ok": True}}, {"torch": {"ok": False}}]
+    monkeypatch.setattr(doctor, "_PROBED", {})
+    monkeypatch.setattr(doctor, "_probe_child", lambda timeout: answers.pop(0))
+    assert doctor._run_probe(1.0) == {"error": "the CUDA probe crashed"}
+    assert doctor._run_probe(1.0) == {"torch": {"ok": True}}
+    assert doctor._run_probe(1.0) == {"torch": {"ok": True}} and len(answers) == 1
