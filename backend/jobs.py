@@ -282,7 +282,7 @@ class Jobs:
         spec = {"kind": kind, "settings": settings, "inputs": spec_inputs, "default_preset": self.default_preset,
                 "prompt": prompt, "models": self.models}  # fmt: skip
         (job_dir / "job.json").write_text(json.dumps(spec, indent=1))
-        self.scheduler.subs.setdefault(job["id"], set()).add(ident)
+        self.scheduler.subscribe(job["id"], ident, limit=False)
         self.scheduler.update_positions(announce=False)
         position = self.scheduler.positions.get(job["id"], 0)
         seq = self.scheduler.event(job["id"], {"event": "accepted", "queue_position": position})
@@ -332,7 +332,7 @@ class Jobs:
     def on_unsubscribe(self, ident, body, raw, id_):
         no_raw(raw)
         job = self._job(body)
-        self.scheduler.subs.get(job["id"], set()).discard(ident)
+        self.scheduler.unsubscribe(job["id"], ident)
         return {"job_id": job["id"]}
 
     def on_fetch(self, ident, body, raw, id_):

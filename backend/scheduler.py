@@ -41,13 +41,16 @@ class Scheduler:
             self.send(ident, EVENT, body, None, raw)
         return seq
 
-    def subscribe(self, job_id: str, ident: bytes) -> bool:
-        """Add a subscriber; False when the job has too many."""
+    def subscribe(self, job_id: str, ident: bytes, limit: bool = True) -> bool:
+        """Add a subscriber; False when the job has too many (``limit``; its submitter is always added)."""
         subs = self.subs.setdefault(job_id, set())
-        if len(subs) >= MAX_SUBSCRIBERS:
+        if limit and len(subs) >= MAX_SUBSCRIBERS:
             return False
         subs.add(ident)
         return True
+
+    def unsubscribe(self, job_id: str, ident: bytes) -> None:
+        self.subs.get(job_id, set()).discard(ident)
 
     def finish(self, job_id: str, state: str, info: dict[str, Any]) -> None:
         fields: dict[str, Any] = {"state": state, "finished": time.time()}
