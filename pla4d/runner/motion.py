@@ -137,11 +137,16 @@ def load_field(folder: Path, device: torch.device | str = "cpu") -> DeformationF
     return field.to(device)
 
 
+def _training_settings(cfg: MotionConfig) -> dict[str, Any]:
+    """The motion settings the field depends on: how many frames the asset samples from it does not."""
+    return {k: v for k, v in asdict(cfg).items() if k != "export_frame_factor"}
+
+
 MOTION = Stage(
     name="motion",
     needs=("canonical", "front", "frames"),
     makes=("field",),
-    settings=lambda ctx: {"motion": asdict(ctx.preset.motion), "seed": ctx.seed},
+    settings=lambda ctx: {"motion": _training_settings(ctx.preset.motion), "seed": ctx.seed},
     run=_motion_run,
     load=_motion_load,
 )
