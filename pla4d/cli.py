@@ -309,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="list as JSON")
     models.set_defaults(handler=_models)
 
+    from pla4d.doctor import add_parser as add_doctor
+
+    add_doctor(sub)
+
     bench = sub.add_parser(
         "bench", help="benchmarks: `pla4d bench raster --help`",
         description="Benchmarks that print one JSON line per configuration. raster: the Gaussian rasterizer's "
