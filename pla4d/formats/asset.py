@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from .files import json_default, sha256_of
 from .ply import PlyError, read_gaussian_ply, write_gaussian_ply
 
 __all__ = [
@@ -147,26 +148,6 @@ class Asset:
         return self.canonical[name]
 
 
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (large assets never sit in memory whole)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-# ------------------------------------------------------------------------------------------------- writing
-
-
 def _write_array(folder: Path, file: str, value: Any, disk_dtype: str, what: str, per_frame: bool = False) -> dict:
     """Write ``value`` as raw C-order bytes of ``disk_dtype``; return its descriptor for asset.json."""
     value = np.asarray(value)
@@ -260,7 +241,7 @@ def write_asset(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     user = dict(meta or {})
     try:
-        json.dumps(user, default=_json_default)
+        json.dumps(user, default=json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"asset metadata is not JSON-serialisable: {exc}") from exc
     frame_count, num_gaussians = _check_shapes(canonical, arrays, mesh)
@@ -323,7 +304,7 @@ def write_asset(
                 "mesh": mesh_meta,
             }
         )
-        text = json.dumps(out, indent=1, default=_json_default) + "\n"
+        text = json.dumps(out, indent=1, default=json_default) + "\n"
         with open(tmp / META_FILE, "w", encoding="utf-8") as handle:  # last: no asset.json = not a finished asset
             handle.write(text)
             handle.flush()

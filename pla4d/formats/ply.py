@@ -18,12 +18,13 @@ Gaussians travel as a dict of numpy arrays in that storage convention, keyed lik
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import plyfile
+
+from .files import atomic_write
 
 __all__ = [
     "GAUSSIAN_KEYS",
@@ -84,18 +85,7 @@ def write_gaussian_ply(
         raise ValueError(f"{bad} of {n} Gaussians have non-finite parameters; not writing {path}")
     vertex = flat.view(np.dtype([(name, "<f4") for name in names])).reshape(n)
     ply = plyfile.PlyData([plyfile.PlyElement.describe(vertex, "vertex")], byte_order="<")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            ply.write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, ply.write)
 
 
 def read_gaussian_ply(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
