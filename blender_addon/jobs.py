@@ -22,6 +22,7 @@ from typing import Any
 
 TERMINAL = ("done", "failed", "cancelled")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+STATIC_PLY = "static/canonical.ply"  # a lift job's result: the run folder's static stage (docs/protocol.md)
 
 _inbox: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
 _threads: dict[str, Task] = {}  # key (job id, or "hello", "list", ...) -> running task
@@ -282,8 +283,8 @@ class JobTask(Task):
         manifest = client.manifest(self.job_id)
         names = [f["name"] for f in manifest["files"]]
         wanted = [n for n in names if n.startswith("asset/")]
-        if not wanted:  # a lift job's result: the static Gaussians at the top of the run folder
-            wanted = [n for n in names if n == "canonical.ply"]
+        if not wanted:  # a lift job's result: the static stage's Gaussians
+            wanted = [n for n in names if n == STATIC_PLY]
         if not wanted:
             raise UserError(f"Job {self.job_id} finished without a 4D asset or Gaussians to import")
         dest = Path(self.settings.download_dir) / self.job_id
@@ -295,7 +296,7 @@ class JobTask(Task):
                  chunks=count)  # fmt: skip
 
         client.fetch(self.job_id, dest, files=wanted, on_chunk=on_chunk)
-        path = dest / "asset" if any(n.startswith("asset/") for n in wanted) else dest / "canonical.ply"
+        path = dest / "asset" if any(n.startswith("asset/") for n in wanted) else dest / STATIC_PLY
         post("downloaded", key=self.key, scene=self.scene, job_id=self.job_id, path=str(path))
 
 
