@@ -64,6 +64,14 @@ def test_wan_t2v_1_3b() -> None:
     assert r["frames_dtype"] == "float32" and 0.0 <= r["frames_min"] <= r["frames_max"] <= 1.0
 
 
+def test_wan_text_encoder_in_bf16() -> None:
+    """UMT5-XXL does not fit in float32 (the CPU dtype) here; in bfloat16 it does: built at its real size (random
+    weights, no init cost: meta, then to_empty) and run on one prompt padded to Wan's 512 tokens."""
+    r = _child("wan_text_encoder")
+    assert 5.5e9 < r["params"] < 5.9e9 and r["bf16_gb"] < 12.0
+    assert r["output_shape"] == [1, 512, 4096] and r["output_finite"]  # what Wan's transformer takes (text_dim)
+
+
 def test_shap_e_img2img() -> None:
     r = _child("shap_e")
     assert 2.5e8 < r["params"]["prior"] < 3.5e8 and 2.9e8 < r["params"]["image_encoder"] < 3.1e8
@@ -216,7 +224,50 @@ def run_wan() -> None:
             "built_rss_mb": round(built_mb),
             "step_seconds": round(time.perf_counter() - step_start, 1),
             "skipped": f"UMT5-XXL text encoder ({params['text_encoder'] / 1e9:.2f} B parameters, "
-            f"{fp32_gb['text_encoder']} GB in float32, the CPU dtype) not built",
+            f"{fp32_gb['text_encoder']} GB in float32, the CPU dtype) not built here; "
+            "test_wan_text_encoder_in_bf16 runs it",
+        },
+        base,
+        start,
+    )
+
+
+def run_wan_text_encoder() -> None:
+    import torch
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    cfg = _config("wan2.1_t2v_1.3b.json")
+    base, start = _rss_mb(), time.perf_counter()
+    config = UMT5Config(**cfg["text_encoder"])
+    params = _meta_params(lambda: UMT5EncoderModel(config))
+    _needs(params * 2 / GB + 2.0, "the UMT5-XXL text encoder in bfloat16")
+    with torch.device("meta"):
+        encoder = UMT5EncoderModel(config).to(torch.bfloat16)  # still no memory: cast on meta, then allocate
+    encoder = encoder.to_empty(device="cpu").eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in encoder.parameters():  # small random weights: finite activations through 24 layers
+            parameter.normal_(0.0, 0.02, generator=generator)
+        for name, module in encoder.named_modules():
+            if "layer_norm" in name and hasattr(module, "weight"):
+                module.weight.fill_(1.0)
+    built_mb = _rss_mb()
+    length = cfg["max_sequence_length"]
+    ids = torch.randint(0, config.vocab_size, (1, length), generator=generator)
+    mask = torch.zeros(1, length, dtype=torch.long)
+    mask[:, :12] = 1  # a short prompt, padded to 512 as Wan's pipeline pads it
+    step_start = time.perf_counter()
+    with torch.no_grad():
+        out = encoder(ids, attention_mask=mask).last_hidden_state
+    _finish(
+        {
+            "params": params,
+            "bf16_gb": round(params * 2 / GB, 1),
+            "fp32_gb": round(params * 4 / GB, 1),
+            "output_shape": list(out.shape),
+            "output_finite": bool(torch.isfinite(out.float()).all()),
+            "built_rss_mb": round(built_mb),
+            "step_seconds": round(time.perf_counter() - step_start, 1),
         },
         base,
         start,
@@ -419,4 +470,5 @@ def run_clip() -> None:
 
 
 if __name__ == "__main__":
-    {"wan": run_wan, "shap_e": run_shap_e, "zero123": run_zero123, "clip": run_clip}[sys.argv[1]]()
+    runs = {"wan": run_wan, "wan_text_encoder": run_wan_text_encoder, "shap_e": run_shap_e, "zero123": run_zero123}
+    {**runs, "clip": run_clip}[sys.argv[1]]()
