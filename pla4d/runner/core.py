@@ -167,16 +167,22 @@ def plan_stages(ctx: RunContext, stages: Sequence[Stage], force: Sequence[str] =
     return plans
 
 
+def locate_models(ctx: RunContext, plans: list[Plan]) -> None:
+    """The models the stages still to run will load, found before any work (MissingWeightsError names each
+    missing one and its pull command)."""
+    specs = [spec for p in plans if not p.cached for spec in p.stage.models(ctx) if spec.id not in ctx.found]
+    if specs:
+        from pla4d.models import require
+
+        ctx.found.update(require(specs))
+
+
 def run_stages(
     ctx: RunContext, stages: Sequence[Stage], force: Sequence[str] = (), plans: list[Plan] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Run ``stages`` in order with the cache; returns per-stage records (seconds and peak memory, or cached)."""
     plans = plan_stages(ctx, stages, force) if plans is None else plans
-    specs = [spec for p in plans if not p.cached for spec in p.stage.models(ctx)]
-    if specs:
-        from pla4d.models import require
-
-        ctx.found.update(require(specs))
+    locate_models(ctx, plans)
     meter = Meter(ctx.device)
     records: dict[str, dict[str, Any]] = {}
     for plan in plans:
@@ -199,4 +205,6 @@ def run_stages(
         write_json(folder / MARKER, {"key": plan.key, "version": __version__, **record})
         records[name] = {**record, **{k: v for k, v in extras.items() if k in ("source", "frames")}}
         ctx.emit({"type": "stage_finished", "stage": name, **record, **extras})
+    # A cancel asked for during the last stage still cancels the run (as it did before the runner).
+    raise_if_cancelled(ctx.should_cancel, "the end")
     return records

@@ -16,7 +16,7 @@ from typing import Any
 from pla4d.config import PresetConfig
 from pla4d.device import pick_device
 from pla4d.runfolder import write_json
-from pla4d.runner.core import EventSink, Plan, RunContext, Stage, plan_stages, run_stages
+from pla4d.runner.core import EventSink, Plan, RunContext, Stage, locate_models, plan_stages, run_stages
 from pla4d.runner.front import EXAMPLE, MATTE, MESH, VIDEO, frame_files, needs_matting, read_user_video
 from pla4d.runner.inputs import check_mesh, content_key, frame_paths, load_frame, load_frames
 from pla4d.runner.lift3d import FOCAL, STATIC
@@ -44,6 +44,7 @@ def _run(
     plans = plan_stages(ctx, stages, force)
     if prepare is not None:
         prepare(plans)
+    locate_models(ctx, plans)  # a missing model ends the run before anything is written
     ctx.out.mkdir(parents=True, exist_ok=True)
     write_json(ctx.out / "config.json", {"preset": ctx.preset.to_dict(), "seed": ctx.seed, "device": str(ctx.device),
                                          "values": ctx.values, "inputs": extra.get("inputs", {}),
