@@ -70,7 +70,6 @@ def _motion_run(ctx: RunContext, folder: Path) -> dict[str, Any]:
     guidance, note = make_guidance(ctx.preset, ctx.device, total)
     if guidance is None:
         print(f"pla4d: {note}", file=sys.stderr, flush=True)
-    ctx.emit({"type": "progress", "stage": "motion", "iteration": 0, "total": total, "note": note})
     progress = Progress("motion 4D", total) if ctx.show_progress else None
     began = time.perf_counter()
 
