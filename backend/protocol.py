@@ -52,6 +52,7 @@ JOB_EVENTS = (
     "queue",
     "stage_started",
     "stage_finished",
+    "stage_skipped",
     "progress",
     "preview",
     "done",
