@@ -171,7 +171,7 @@ def _clients_run(backend, n_clients: int, n_jobs: int) -> None:
                         events = list(c.follow(job["job_id"], timeout=180))
                         results[i] = events
                         stats = c.fetch(
-                            job["job_id"], backend.data_dir.parent / f"client{i}", files=["static/camera.json"]
+                            job["job_id"], backend.data_dir.parent / f"client{i}", files=["focal/camera.json"]
                         )
                         assert stats["files"]
                     else:
