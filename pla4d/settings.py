@@ -64,7 +64,6 @@ class Setting:
     defaults: tuple[tuple[str, Any], ...] = ()  # per-scope defaults of a run-level setting (the demo's 32 frames)
     shortcut: tuple[str, Any, str] | None = None  # an extra CLI flag that sets a fixed value: (flag, value, help)
     min_items: int = 1  # lists: the fewest values (resolution steps: none, for a single resolution)
-    min_items: int = 1  # lists: the fewest values (resolution_steps is empty with a single resolution)
 
     @property
     def section(self) -> str:

@@ -28,8 +28,17 @@ DEPENDS = {
     "focal": {"cfg.focal", "frame0", "mesh"},
     "static": {"cfg.static", "seed", "frame0", "mesh", "front"},
     "motion": {"cfg.motion", "seed", "canonical", "front", "frames"},
-    "asset": {"motion.export_frame_factor", "asset.fps", "prompt_text", "preset_name", "field", "canonical", "mesh",
-              "front", "frames"},
+    "asset": {
+        "motion.export_frame_factor",
+        "asset.fps",
+        "prompt_text",
+        "preset_name",
+        "field",
+        "canonical",
+        "mesh",
+        "front",
+        "frames",
+    },
     "exports": {"asset", "front"},
 }
 

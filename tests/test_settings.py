@@ -67,8 +67,12 @@ def test_apply_sets_the_preset_and_what_goes_with_it() -> None:
     assert preset.static.resolutions == (64,) and preset.static.resolution_steps == ()
     assert preset.video == get_preset("standard").video  # nothing else changed
     assert settings.run_values(values, "generate") == {"job.seed": 0, "asset.fps": 12.0}
-    assert settings.apply(get_preset("draft"), settings.check({"motion.guidance_model": "None"}, "run",
-                                                              remote=False)).motion.guidance_model is None
+    assert (
+        settings.apply(
+            get_preset("draft"), settings.check({"motion.guidance_model": "None"}, "run", remote=False)
+        ).motion.guidance_model
+        is None
+    )
 
 
 def test_older_protocol_maps_become_paths() -> None:
