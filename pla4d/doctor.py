@@ -364,7 +364,10 @@ def _model_rows(f: dict[str, Any], chosen: str) -> tuple[list[dict[str, str]], f
             continue
         parts = []
         if missing:
-            parts.append("missing " + ", ".join(m["id"] for m in missing))
+            parts.append(
+                "missing " + ", ".join(m["id"] for m in missing) + " (text-to-4D needs them; video-to-4D, "
+                "lift and the demo run without)"
+            )
         if optional:
             parts.append("optional, missing " + ", ".join(m["id"] for m in optional) + " (that refinement is off)")
         status = ("fail" if name == chosen else "warn") if missing else "info"
@@ -494,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(render_table(rows))
-        what = f"the {args.preset} preset" + (" on the GPU" if args.gpu else "")
+        what = f"text-to-4D with the {args.preset} preset" + (" on the GPU" if args.gpu else "")
         print(f"\n{what} {'can' if can_run else 'cannot'} run here" + ("" if can_run else ": fix the 'fail' rows"))
     return 0 if can_run else 1
 

@@ -101,7 +101,7 @@ def test_table_output_and_exit_code(capsys) -> None:
     assert args.handler(args) == 1
     out = capsys.readouterr().out
     assert "models: standard  fail" in out and "fix: pla4d models pull --preset standard" in out
-    assert out.rstrip().endswith("the standard preset cannot run here: fix the 'fail' rows")
+    assert out.rstrip().endswith("text-to-4D with the standard preset cannot run here: fix the 'fail' rows")
 
 
 def _cuda_facts(probe: dict) -> dict:
