@@ -13,7 +13,7 @@ from typing import Any
 
 import bpy
 
-from . import importer, jobs, knobs, panel_settings, preview, props
+from . import importer, jobs, knobs, panel_settings, preview, props, server_facts
 from .status import redraw, set_status
 
 TOO_OLD = "; this backend is too old for settings (it sends no settings table), so jobs use the preset's defaults"
@@ -104,6 +104,10 @@ def _apply(kind: str, p: dict[str, Any]) -> None:
             f"{info.get('device', '?')}, {info.get('workers', '?')} worker(s); jobs: {kinds}; models: {models}; "
             f"{info.get('latency_ms', 0):.0f} ms"
         )
+        # What the backend's machine can run (pla4d doctor's facts), one line each in the preferences' server box.
+        machine = server_facts.machine_lines(info.get("machine"), info.get("default_preset") or "draft")
+        if machine:
+            sp.server_info += "; " + "; ".join(machine)
         old = sp.settings_source == "OLD_SERVER"
         set_status(scene, f"Connected to {p['server']}" + (TOO_OLD if old else ""))
     elif kind == "jobs":
