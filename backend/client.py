@@ -155,7 +155,8 @@ class Client:
             if left <= 0 or not self._pump(left):
                 if id_ in self._replies:
                     break
-                raise BackendError("TIMEOUT", f"no answer from {self.server} (is pla4d-backend running there?)")
+                raise BackendError("TIMEOUT", f"no answer from {self.server} (is pla4d-backend running there? a server "
+                                   "with a secret answers nothing to a client without the same secret)")  # fmt: skip
         env, _ = self._replies.pop(id_)
         if env["type"] == ERROR:
             raise BackendError(env["body"].get("code", "ERROR"), env["body"].get("message", ""))

@@ -7,17 +7,15 @@ and stored in the job's spec in one canonical form, ``{"preset", "seed", "values
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from backend import __version__
+from backend.inputs import check_frames_zip, check_png
 from backend.protocol import (
-    CHUNK,
     DEFAULT_CHUNK_SIZE,
     EVENT,
     MAX_CHUNK_SIZE,
@@ -122,7 +120,7 @@ class Jobs:
         return {
             "hello": self.on_hello, "ping": self.on_ping, "submit": self.on_submit, "status": self.on_status,
             "list": self.on_list, "cancel": self.on_cancel, "delete": self.on_delete, "subscribe": self.on_subscribe,
-            "unsubscribe": self.on_unsubscribe, "fetch": self.on_fetch,
+            "unsubscribe": self.on_unsubscribe,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ models and capabilities
@@ -206,7 +204,11 @@ class Jobs:
                 "rate_per_s": self.transport.rate,
                 "burst": self.transport.burst,
             },
-            "auth": {"hmac": bool(self.transport.key), "curve": self.transport.curve},
+            "auth": {
+                "hmac": bool(self.transport.key),
+                "curve": self.transport.curve,
+                "insecure_public": self.transport.insecure_public,
+            },
         }
 
     def on_hello(self, ident, body, raw, id_):
@@ -255,6 +257,19 @@ class Jobs:
             for role, (endings, what) in roles.items()
         }
 
+    def _check_inputs(self, ident: bytes, inputs: dict[str, Upload]) -> None:
+        """INVALID_INPUT for images and frame zips the engine would refuse, before anything is queued; the bytes a
+        frames zip unpacks to count against the submitting client's upload space (TOO_LARGE beyond it)."""
+        try:
+            if "image" in inputs:
+                check_png(inputs["image"].path, "the image upload")
+            if "frames" in inputs:
+                unpacked = check_frames_zip(inputs["frames"].path)
+                self.uploads.check_space(self.transport.client_id(ident), unpacked, "the frames zip unpacks to "
+                                         f"{unpacked >> 20} MiB")  # fmt: skip
+        except ValueError as exc:
+            raise ProtocolError(Code.INVALID_INPUT, str(exc)) from None
+
     def on_submit(self, ident, body, raw, id_):
         no_raw(raw)
         kind = get_field(body, "kind", str)
@@ -270,12 +285,14 @@ class Jobs:
         inputs = self._inputs(kind, body, settings["preset"])
         if len(self.store.queued_ids()) >= self.max_queue:
             raise ProtocolError(Code.QUEUE_FULL, f"{self.max_queue} jobs queued already (--max-queue)")
+        self._check_inputs(ident, inputs)
         job = self.store.create(kind, {"kind": kind, "settings": settings, "prompt": prompt})
         job_dir = self.jobs_dir / job["id"]
         (job_dir / "inputs").mkdir(parents=True)
         spec_inputs = {}
         for role, up in inputs.items():
-            name = f"{role}{Path(up.name).suffix.lower()}"
+            # The ending that made the upload acceptable, also for a name that is nothing but it (".zip").
+            name = role + next(e for e in KIND_UPLOADS[kind][role][0] if up.name.lower().endswith(e))
             self.uploads.move(up, job_dir / "inputs" / name)
             spec_inputs[role] = f"inputs/{name}"
         # The worker's whole contract: job.json (read by backend/worker.py).
@@ -316,13 +333,14 @@ class Jobs:
     def on_subscribe(self, ident, body, raw, id_):
         no_raw(raw)
         job = self._job(body)
-        since = get_field(body, "since", int, 0, lambda v: v >= 0, allowed="an integer of 0 or more")
+        since = get_field(body, "since", int, 0, lambda v: 0 <= v < 1 << 62, allowed="an integer from 0 to 2**62")
         reply = {"job_id": job["id"], "state": job["state"], "last_seq": job["last_seq"]}
+        events = self.store.events_since(job["id"], since)  # before anything is sent: one answer per request
         if job["state"] in ("queued", "running") and not self.scheduler.subscribe(job["id"], ident):
             raise ProtocolError(Code.QUEUE_FULL, "too many subscribers to this job")
         send = self.transport.send
         send(ident, REPLY, reply, id_)
-        for seq, event in self.store.events_since(job["id"], since):
+        for seq, event in events:
             send(ident, EVENT, {"job_id": job["id"], "seq": seq, **event})
         if job["id"] in self.scheduler.previews:
             preview, frames = self.scheduler.previews[job["id"]]
@@ -334,39 +352,3 @@ class Jobs:
         job = self._job(body)
         self.scheduler.unsubscribe(job["id"], ident)
         return {"job_id": job["id"]}
-
-    def on_fetch(self, ident, body, raw, id_):
-        no_raw(raw)
-        job = self._job(body)
-        if job["state"] != "done":
-            raise ProtocolError(Code.NOT_READY, f"job is {job['state']}; results exist only for done jobs")
-        chunk_size = get_field(body, "chunk_size", int, DEFAULT_CHUNK_SIZE, lambda v: 65536 <= v <= MAX_CHUNK_SIZE,
-                               allowed=f"an integer from 65536 to {MAX_CHUNK_SIZE}")  # fmt: skip
-        files = {f["name"]: f for f in job["manifest"] or []}
-        name = get_field(body, "file", str, None)
-        if name is None:
-            listing = [dict(f, chunks=max(1, -(-f["size"] // chunk_size))) for f in files.values()]
-            return {"job_id": job["id"], "chunk_size": chunk_size, "files": listing}
-        if name not in files:
-            raise ProtocolError(Code.NOT_FOUND, f"no result file {name[:128]!r}")
-        info = files[name]
-        chunks = max(1, -(-info["size"] // chunk_size))
-        first = get_field(body, "chunk", int, 0, lambda v: 0 <= v < chunks,
-                          allowed=f"an integer from 0 to {chunks - 1} (this file's chunks)")  # fmt: skip
-        count = get_field(body, "count", int, 1, lambda v: 1 <= v <= MAX_FETCH_WINDOW,
-                          allowed=f"an integer from 1 to {MAX_FETCH_WINDOW}")  # fmt: skip
-        path = self.jobs_dir / job["id"] / "result" / name
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            raise ProtocolError(Code.NOT_FOUND, f"result file {name!r} is missing on the server") from None
-        try:
-            for index in range(first, min(chunks, first + count)):
-                data = os.pread(fd, chunk_size, index * chunk_size)
-                meta = {"job_id": job["id"], "file": name, "chunk": index, "chunks": chunks,
-                        "offset": index * chunk_size, "size": len(data), "crc32": zlib.crc32(data),
-                        "file_size": info["size"], "sha256": info["sha256"]}  # fmt: skip
-                self.transport.send(ident, CHUNK, meta, id_, [data])
-        finally:
-            os.close(fd)
-        return None

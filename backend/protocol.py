@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import struct
 import time
@@ -134,20 +135,26 @@ def encode(
     return frames
 
 
-def decode(frames: list[Any], key: bytes | None = None) -> tuple[dict[str, Any], list[Any]]:
+def verify(frames: list[Any], key: bytes) -> list[Any]:
+    """The frames before a valid MAC (AUTH_FAILED when the last frame is not one); nothing is parsed."""
+    if len(frames) < 2 or len(frames[-1]) != MAC_SIZE:
+        raise ProtocolError(Code.AUTH_FAILED, "message is not signed")
+    if not hmac.compare_digest(bytes(frames[-1]), _mac(key, frames[:-1])):
+        raise ProtocolError(Code.AUTH_FAILED, "bad signature")
+    return frames[:-1]
+
+
+def decode(frames: list[Any], key: bytes | None = None, signed: bool = False) -> tuple[dict[str, Any], list[Any]]:
     """(envelope, raw frames) of a received message; raises :class:`ProtocolError`.
 
     With ``key``, the last frame must be a valid MAC (AUTH_FAILED otherwise), checked before anything is parsed.
+    ``signed``: the caller verified the MAC already (frames without it); the timestamp is still checked.
     """
     frames = [f.buffer if hasattr(f, "buffer") else f for f in frames]  # zmq.Frame -> memoryview
     if not frames:
         raise ProtocolError(Code.BAD_MESSAGE, "empty message")
     if key:
-        if len(frames) < 2 or len(frames[-1]) != MAC_SIZE:
-            raise ProtocolError(Code.AUTH_FAILED, "message is not signed")
-        if not hmac.compare_digest(bytes(frames[-1]), _mac(key, frames[:-1])):
-            raise ProtocolError(Code.AUTH_FAILED, "bad signature")
-        frames = frames[:-1]
+        frames = verify(frames, key)
     env = unpack(bytes(frames[0]))
     if not isinstance(env, dict):
         raise ProtocolError(Code.BAD_MESSAGE, "envelope is not a map")
@@ -157,16 +164,19 @@ def decode(frames: list[Any], key: bytes | None = None) -> tuple[dict[str, Any],
         )
     if not isinstance(env.get("type"), str):
         raise ProtocolError(Code.BAD_MESSAGE, "envelope has no type")
-    if not isinstance(env.get("id"), int | str | type(None)) or isinstance(env.get("id"), bool):
+    if "id" not in env:
+        raise ProtocolError(Code.BAD_MESSAGE, "envelope has no id (give an integer, a string or nil)")
+    if not isinstance(env["id"], int | str | type(None)) or isinstance(env["id"], bool):
         raise ProtocolError(Code.BAD_MESSAGE, "envelope id must be an integer, a string or nil")
     if isinstance(env["id"], str) and len(env["id"]) > 128:
         raise ProtocolError(Code.BAD_MESSAGE, "envelope id too long")
     if not isinstance(env.get("body", {}), dict):
         raise ProtocolError(Code.BAD_MESSAGE, "envelope body is not a map")
     env.setdefault("body", {})
-    if key:
+    if key or signed:
         ts = env.get("ts")
-        if not isinstance(ts, int | float) or abs(time.time() - ts) > REPLAY_WINDOW_S:
+        # NaN compares false with everything: without isfinite, ts=NaN would pass any window.
+        if not isinstance(ts, int | float) or not math.isfinite(ts) or abs(time.time() - ts) > REPLAY_WINDOW_S:
             raise ProtocolError(Code.AUTH_FAILED, "timestamp outside the replay window")
     return env, frames[1:]
 

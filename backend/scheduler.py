@@ -52,6 +52,12 @@ class Scheduler:
     def unsubscribe(self, job_id: str, ident: bytes) -> None:
         self.subs.get(job_id, set()).discard(ident)
 
+    def peer_gone(self, ident: bytes) -> None:
+        """A client's connection closed: its subscriptions go (a reconnecting client is a new identity and
+        subscribes again)."""
+        for subs in self.subs.values():
+            subs.discard(ident)
+
     def finish(self, job_id: str, state: str, info: dict[str, Any]) -> None:
         fields: dict[str, Any] = {"state": state, "finished": time.time()}
         if state == "failed":

@@ -29,11 +29,12 @@ import zmq.auth
 
 from backend import __version__
 from backend.executor import Executor, LocalExecutor, resolve_devices
+from backend.fetches import Fetches
 from backend.jobs import KIND_UPLOADS, KINDS, MESH_EXTENSIONS, MODEL_ROLES, Jobs
 from backend.protocol import load_secret
 from backend.scheduler import Scheduler
 from backend.store import JobStore
-from backend.transport import Transport
+from backend.transport import Transport, check_bind
 from backend.uploads import Uploads
 
 __all__ = ["KINDS", "KIND_UPLOADS", "MESH_EXTENSIONS", "MODEL_ROLES", "Server", "keygen", "main", "resolve_devices"]
@@ -73,25 +74,30 @@ class Server:
         if unknown:
             raise ValueError(f"unknown model roles {sorted(unknown)}; use {', '.join(MODEL_ROLES)}")
         devices = resolve_devices(device)  # a bad --device is refused before any socket exists
+        check_bind(bind, bool(secret or curve_secret_file), insecure)  # ... and a public bind before any file
         self.data = Path(data_dir)
-        self.ctx = zmq.Context()
+        private_dir(self.data)
+        private_dir(self.data / "jobs")
+        self.ctx = zmq.Context(io_threads=2)
         try:
             self.transport = Transport(self.ctx, bind, secret, curve_secret_file, curve_clients_dir, rate, burst,
-                                       insecure)  # fmt: skip
+                                       insecure, self.data / "seen.sqlite")  # fmt: skip
         except BaseException:
             self.ctx.term()
             raise
-        (self.data / "jobs").mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.data / "jobs.sqlite")
         if executor is None:
             executor = LocalExecutor(self.ctx, self.data / "jobs", devices)
         self.executor = executor
         self.scheduler = Scheduler(self.store, self.data / "jobs", executor, self.transport.send, max_attempts)
-        self.uploads = Uploads(self.data / "uploads", max_upload)
+        self.uploads = Uploads(self.data / "uploads", max_upload, self.transport.client_id)
         self.jobs = Jobs(self.data, self.store, self.scheduler, self.transport, self.uploads, preset, models or {},
                          max_queue)  # fmt: skip
+        self.transport.on_gone(self.scheduler.peer_gone)
         self.transport.route(self.uploads.handlers())
         self.transport.route(self.jobs.handlers())
+        self.fetches = Fetches(self.data / "jobs", self.store, self.transport)
+        self.transport.route(self.fetches.handlers())
         self.scheduler.recover()
         self._last_expiry = 0.0
 
@@ -113,6 +119,8 @@ class Server:
     def _tick(self) -> None:
         self.executor.pump()
         self.scheduler.schedule()
+        self.fetches.pump()
+        self.transport.poll_ms = 5 if self.fetches.busy() else 100
         now = time.monotonic()
         if now - self._last_expiry > UPLOAD_EXPIRY_CHECK_S:
             self._last_expiry = now
@@ -127,6 +135,19 @@ class Server:
         self.transport.close()
         self.ctx.term()
         self.store.close()
+
+
+def private_dir(path: Path) -> None:
+    """A folder only this user can read (job inputs and results are the user's)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+        os.chmod(path, 0o700)
+
+
+def check_private_file(path: str | None, what: str) -> None:
+    """Refuse a secret that group or others can read (ValueError naming the fix)."""
+    if path and os.stat(path).st_mode & 0o077:
+        raise ValueError(f"{what} {path} can be read by other users: run `chmod 600 {path}` and start again")
 
 
 def keygen(out_dir: str, name: str) -> tuple[str, str]:
@@ -198,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["keygen"]:
         return _keygen_main(argv[1:])
     args = build_parser().parse_args(argv)
+    os.umask(0o077)  # the data dir's files (and the workers') are the user's only
     try:
+        check_private_file(args.secret_file, "secret file")
+        check_private_file(args.curve_key, "CurveZMQ secret key")
         secret = load_secret(args.secret_file, os.environ.get("PLA4D_BACKEND_SECRET"))
         models = {}
         for item in args.model:
@@ -222,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     (Path(args.data_dir) / "endpoint").write_text(server.endpoint + "\n")
     workers = ",".join(server.devices)
+    if server.transport.insecure_public:
+        banner = "!" * 78
+        print(f"{banner}\nWARNING: pla4d-backend listens on {args.bind} WITHOUT AUTHENTICATION (--insecure): anyone "
+              f"who reaches this address can run jobs and read every result.\n{banner}", file=sys.stderr,
+              flush=True)  # fmt: skip
     print(f"pla4d-backend {__version__} listening on {server.endpoint} (data {args.data_dir}, workers {workers},"
           f" auth {'hmac' if secret else 'none'}{'+curve' if args.curve_key else ''})", flush=True)  # fmt: skip
     try:

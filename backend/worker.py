@@ -20,41 +20,43 @@ from typing import Any
 
 import zmq
 
+from backend.inputs import check_frames_zip, frame_members
 from backend.protocol import Code, array_frames, pack
 
 RESULT_DIR = "result"
-MAX_FRAMES = 1024
-MAX_FRAMES_BYTES = 4 << 30  # uncompressed, all frames together
+FRAMES_DIR = "inputs/frames"
 
 
 def extract_frames(archive: Path, dest: Path) -> Path:
     """The PNG frames of an uploaded zip into ``dest`` (flat, by name), refusing anything else.
 
-    The zip comes from the network: members are checked before anything is written (only ``*.png`` files, no
-    paths that climb out, bounded count and uncompressed size, so a zip bomb is refused up front)."""
+    The zip comes from the network: it is checked in full before anything is written (only ``*.png`` files, no
+    paths that climb out, bounded count and uncompressed size, every CRC, each PNG's declared size: see
+    :func:`backend.inputs.check_frames_zip`), so a zip bomb or a damaged zip is refused up front."""
     import zipfile
 
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"the frames upload is not a zip file: {exc}") from None
-    with zf:
-        members = [m for m in zf.infolist() if not m.is_dir()]
-        names = [Path(m.filename).name for m in members]
-        bad = [m.filename for m in members if not m.filename.lower().endswith(".png")]
-        if bad:
-            raise ValueError(f"the frames zip may hold PNG files only; found {bad[:3]}")
-        if len(members) < 2 or len(members) > MAX_FRAMES:
-            raise ValueError(f"the frames zip holds {len(members)} PNGs; give 2 to {MAX_FRAMES}")
-        if len(set(names)) != len(names):
-            raise ValueError("the frames zip holds two frames with the same file name")
-        if sum(m.file_size for m in members) > MAX_FRAMES_BYTES:
-            raise ValueError(f"the frames zip unpacks to more than {MAX_FRAMES_BYTES >> 30} GiB")
+    check_frames_zip(archive)
+    with zipfile.ZipFile(archive) as zf:
+        members = frame_members(zf)
         dest.mkdir(parents=True, exist_ok=True)
-        for member, name in zip(members, names, strict=True):
-            with zf.open(member) as src, open(dest / name, "wb") as out:
+        for member in members:
+            with zf.open(member) as src, open(dest / Path(member.filename).name, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
     return dest
+
+
+def relative_message(text: str, job_dir: Path) -> str:
+    """An error message with the job folder's paths made relative to it (clients never see server paths)."""
+    for folder in {str(job_dir.resolve()), str(job_dir.absolute()), str(job_dir)}:
+        text = text.replace(folder + os.sep, "").replace(folder, ".")
+    return text
+
+
+def remove_extracted(job_dir: Path) -> None:
+    """A failed job's unpacked frames go (the zip it came from stays with the job)."""
+    frames = job_dir / FRAMES_DIR
+    shutil.rmtree(frames, ignore_errors=True)
+    shutil.rmtree(frames.with_name("frames.partial"), ignore_errors=True)
 
 
 def _die_with_parent() -> None:
@@ -154,11 +156,15 @@ def run_job(job_dir: Path, spec: dict[str, Any], rep: Reporter) -> dict[str, Any
 def _job_frames(job_dir: Path, spec: dict[str, Any]) -> Path:
     """A video job's uploaded frames, unpacked once: into a temporary folder renamed into place when whole, so a
     resumed job finds them ready and a crash mid-way leaves nothing that looks finished."""
-    frames_dir = job_dir / "inputs" / "frames"
+    frames_dir = job_dir / FRAMES_DIR
     if not frames_dir.is_dir():
         partial = frames_dir.with_name("frames.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        extract_frames(job_dir / spec["inputs"]["frames"], partial)
+        try:
+            extract_frames(job_dir / spec["inputs"]["frames"], partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         partial.rename(frames_dir)
     return frames_dir
 
@@ -185,13 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         except MissingWeightsError as exc:
             rep.emit({"type": "failed", "code": Code.MODEL_UNAVAILABLE, "message": str(exc)})
             return 1
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            traceback.print_exc()
-            rep.emit({"type": "failed", "code": Code.INVALID_INPUT, "message": f"{type(exc).__name__}: {exc}"})
-            return 1
         except Exception as exc:
             traceback.print_exc()
-            rep.emit({"type": "failed", "code": Code.ENGINE_ERROR, "message": f"{type(exc).__name__}: {exc}"})
+            remove_extracted(job_dir)
+            code = Code.INVALID_INPUT if isinstance(exc, ValueError | OSError) else Code.ENGINE_ERROR
+            message = relative_message(f"{type(exc).__name__}: {exc}", job_dir)
+            rep.emit({"type": "failed", "code": code, "message": message})
             return 1
         rep.emit({"type": "done", **result})
         return 0
