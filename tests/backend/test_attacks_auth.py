@@ -14,7 +14,6 @@ import time
 import msgpack
 import pytest
 import zmq
-from backend_helpers import REPO
 
 from backend.client import Client
 from backend.protocol import ProtocolError, _mac, decode, encode, pack
@@ -67,15 +66,22 @@ def secret_file(tmp_path):
 
 # ---------------------------------------------------------------- 1. bind lists
 @pytest.mark.parametrize("public", ["tcp://0.0.0.0:{port}", "tcp://*:{port}", "tcp://[::]:{port}", "0.0.0.0:{port}"])
-def test_bind_list_with_a_public_endpoint_is_refused(tmp_path, public):
-    port = _free_port()
-    bind = f"tcp://127.0.0.1:0;{public.format(port=port)}"
+def test_bind_list_with_a_public_endpoint_is_refused(tmp_path, public, monkeypatch, capsys):
+    from backend import server
+
+    def no_bind(self, addr):  # the refusal must come first; a regression fails here instead of listening
+        raise zmq.ZMQError(zmq.EADDRNOTAVAIL, f"test: bind({addr!r}) reached")
+
+    monkeypatch.setattr(zmq.Socket, "bind", no_bind)
+    bind = f"tcp://127.0.0.1:0;{public.format(port=_free_port())}"
     data = tmp_path / "data"
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    run = subprocess.run([sys.executable, "-m", "backend", "--bind", bind, "--data-dir", str(data)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert run.returncode == 2, run.stdout + run.stderr
-    assert "refusing to bind" in run.stderr and "--secret-file" in run.stderr, run.stderr
+    umask = os.umask(0o022)
+    try:
+        assert server.main(["--bind", bind, "--data-dir", str(data)]) == 2
+    finally:
+        os.umask(umask)
+    err = capsys.readouterr().err
+    assert "refusing to bind" in err and "--secret-file" in err, err
     assert not data.exists(), "refused before anything was written"
 
 
