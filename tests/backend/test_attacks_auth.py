@@ -116,7 +116,8 @@ def test_replay_after_restart_and_non_finite_timestamps_refused(backend_factory,
     sock.send_multipart(opened)  # the same signed message, within its timestamp window, to a new server process
     assert _answers(sock, 2, SECRET) == [], "a replay after a restart was answered"
     with Client(backend.endpoint, secret=SECRET, timeout=10) as c:  # fresh signed messages are served
-        assert c.hello()["auth"]["hmac"] is True
+        auth = c.hello()["auth"]
+        assert auth["hmac"] is True and auth["insecure_public"] is False
     sock.close()
 
 
