@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1024,
         metavar="MB",
-        help="largest upload, in MiB (default 1024); open uploads together hold at most 4 times this",
+        help="largest upload, in MiB (default 1024); one client's open uploads hold at most 2 times this, all 4 times",
     )
     p.add_argument(
         "--model", action="append", default=[], metavar="ROLE=ID",
