@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import __version__
+from backend.fetches import CLIENT_BUDGET
 from backend.inputs import check_frames_zip, check_png
 from backend.protocol import (
     DEFAULT_CHUNK_SIZE,
@@ -29,7 +30,7 @@ from backend.protocol import (
 from backend.scheduler import Scheduler
 from backend.store import JobStore
 from backend.transport import Handler, Transport, get_field, no_raw
-from backend.uploads import Upload, Uploads
+from backend.uploads import CLIENT_SPACE_FACTOR, MAX_OPEN, MAX_OPEN_PER_CLIENT, SPACE_FACTOR, Upload, Uploads
 
 KINDS = ("example", "lift", "video", "text")
 MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
@@ -200,6 +201,11 @@ class Jobs:
                 "default_chunk_size": DEFAULT_CHUNK_SIZE,
                 "max_fetch_window": MAX_FETCH_WINDOW,
                 "max_upload_bytes": self.uploads.max_upload,
+                "upload_space_per_client_bytes": CLIENT_SPACE_FACTOR * self.uploads.max_upload,
+                "upload_space_bytes": SPACE_FACTOR * self.uploads.max_upload,
+                "max_open_uploads_per_client": MAX_OPEN_PER_CLIENT,
+                "max_open_uploads": MAX_OPEN,
+                "fetch_bytes_in_flight_per_client": CLIENT_BUDGET,
                 "max_queue": self.max_queue,
                 "rate_per_s": self.transport.rate,
                 "burst": self.transport.burst,

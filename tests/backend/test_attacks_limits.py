@@ -48,13 +48,16 @@ def _png(size: int = 16) -> bytes:
 def test_one_client_cannot_take_everyones_upload_space(backend_factory, tmp_path):
     backend = backend_factory("--max-upload-mb", "1", "--rate", "0")
     with Client(backend.endpoint, timeout=10) as hog, Client(backend.endpoint, timeout=10) as other:
+        limits = hog.hello()["limits"]
+        assert limits["max_open_uploads_per_client"] == 16 and limits["max_open_uploads"] == 64
+        assert limits["upload_space_per_client_bytes"] == 2 * MIB and limits["upload_space_bytes"] == 4 * MIB
         empties, codes = [], []
         for _ in range(64):  # 64 empty uploads from one client
             try:
                 empties.append(_open(hog))
             except BackendError as exc:
                 codes.append(exc.code)
-        assert 0 < len(empties) < 64 and set(codes) == {"QUEUE_FULL"}, (len(empties), set(codes))
+        assert len(empties) == 16 and set(codes) == {"QUEUE_FULL"}, (len(empties), set(codes))
         assert _open(other)  # another client still opens uploads
 
     with Client(backend.endpoint, timeout=10) as hog, Client(backend.endpoint, timeout=10) as other:
