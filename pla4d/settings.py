@@ -177,6 +177,8 @@ SETTINGS: list[Setting] = [
       aliases=("overrides.motion_iterations",)),
     S("motion.first_frame_consistency", "bool", "ablation: the 4D stage without eq. 10's first-frame "
       "consistency term", switch="off", flag="--no-first-frame-consistency"),
+    S("motion.deform_opacity", "bool", "candidate (issue 21): the 4D stage without the d-opacity head",
+      switch="off", flag="--no-deform-opacity"),
     S("motion.export_frame_factor", "int", "asset frames per video frame (the field is continuous in time)", 1, 16,
       flag="--time-multiplier"),
     S("motion.guidance_model", "str", "Zero123 model id or folder for reference refinement, or none",
