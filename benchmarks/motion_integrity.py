@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@torch.no_grad()
 def measure(run: Path, clip_dir: Path | None, every: int, sheets: Path | None) -> dict:
     """Every figure of the module docstring; ``sheets`` None draws nothing. Returns {"frames", "summary"}."""
     if clip_dir is None and (run / "example" / "cameras.json").is_file():

@@ -112,6 +112,13 @@ def test_creature_parts_put_the_waving_paw_in_the_left_arm():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 21, measured 2026-12-07 (this run: 12 frames at 128 px): the arm keeps 0.99-1.07 of its opacity "
+    "mass but is 4.4 px off its true motion in the input view (frame 7, true motion 5.0 px; up to 17.1 px at frame "
+    "10) and 4.7 px on average over the novel views (frame 3). The full draft demo (32 frames, 256 px) fails both: "
+    "mass 0.74 at frame 8, 16-22 px off in the input view (docs/4d-stage.md, 'Moving parts fade').",
+)
 def test_waving_arm_stays_whole_and_followed(tmp_path):
     """A small built-in example run (12 frames, 128 px, short training): the waving arm (arm_l, with its paw)
     keeps at least 90% of its frame-0 opacity mass at every frame, and its true vertices, moved by the field,
@@ -136,6 +143,7 @@ def test_waving_arm_stays_whole_and_followed(tmp_path):
     assert max(novel) <= NOVEL_PX, f"the arm is not followed in the novel views: {max(novel):.1f} px"
 
 
-# Pixel errors (at 128 px) the arm's tracking must stay within: the arm's true motion reaches ~PEAK px.
+# Pixel errors (at 128 px, mean over the arm's vertices, every frame) the arm's tracking must stay within: its true
+# motion reaches 17 px in the input view and 14 px averaged over the novel views; 3 px is 6 px at 256.
 INPUT_PX = 3.0
-NOVEL_PX = 4.0
+NOVEL_PX = 3.0
