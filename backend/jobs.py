@@ -103,8 +103,11 @@ class Jobs:
         default_preset: str,
         models: dict[str, str],
         max_queue: int,
+        machine: Any = None,
     ):
-        """``default_preset`` and the ``models`` roles are checked by the caller (before any socket exists)."""
+        """``default_preset`` and the ``models`` roles are checked by the caller (before any socket exists);
+        ``machine``: a :class:`backend.machine.MachineFacts` whose facts the hello carries (None: none)."""
+        self.machine = machine
         from pla4d.config import PRESETS  # light: dataclasses only, no torch
 
         self.data = Path(data)
@@ -210,6 +213,7 @@ class Jobs:
                 "rate_per_s": self.transport.rate,
                 "burst": self.transport.burst,
             },
+            "machine": None if self.machine is None else self.machine.get(),
             "auth": {
                 "hmac": bool(self.transport.key),
                 "curve": self.transport.curve,

@@ -65,6 +65,7 @@ class Server:
         insecure: bool = False,
         models: dict[str, str] | None = None,
         executor: Executor | None = None,
+        machine_facts: bool = True,
     ):
         from pla4d.config import PRESETS  # light: dataclasses only, no torch
 
@@ -91,8 +92,10 @@ class Server:
         self.executor = executor
         self.scheduler = Scheduler(self.store, self.data / "jobs", executor, self.transport.send, max_attempts)
         self.uploads = Uploads(self.data / "uploads", max_upload, self.transport.client_id)
+        from backend.machine import MachineFacts
+
         self.jobs = Jobs(self.data, self.store, self.scheduler, self.transport, self.uploads, preset, models or {},
-                         max_queue)  # fmt: skip
+                         max_queue, MachineFacts() if machine_facts else None)  # fmt: skip
         self.transport.on_gone(self.scheduler.peer_gone)
         self.transport.route(self.uploads.handlers())
         self.transport.route(self.jobs.handlers())
@@ -201,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs of a job across backend restarts before it fails as INTERRUPTED (default 2)",
     )
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without authentication")
+    p.add_argument(
+        "--no-machine-facts",
+        action="store_true",
+        help="skip `pla4d doctor`'s check of this machine at start (the hello then carries no facts)",
+    )
     return p
 
 
@@ -233,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(
             args.data_dir, args.bind, args.device, args.preset, secret, args.curve_key, args.curve_clients,
             args.rate, args.burst, args.max_upload_mb << 20, args.max_queue, args.max_attempts, args.insecure,
-            models,
+            models, machine_facts=not args.no_machine_facts,
         )  # fmt: skip
     except (ValueError, OSError, zmq.ZMQError) as exc:
         print(f"pla4d-backend: error: {exc}", file=sys.stderr)

@@ -92,7 +92,8 @@ def describe(code: str, message: str, server: str) -> str:
     """A backend error code + message -> one sentence for the panel."""
     if code == "TIMEOUT":
         return (
-            f"No answer from the pla4d backend at {server}: is pla4d-backend running there, and is the address right?"
+            f"No answer from the pla4d backend at {server}: is pla4d-backend running there, is the address right, "
+            "and is the auth key the same as its --secret-file? (a keyed backend answers nothing to a wrong key)"
         )
     if code == "AUTH_FAILED":
         return (

@@ -57,7 +57,7 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-models" / "hf"))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "no-models" / "u2net"))
-    srv = Server(tmp_path / "data", bind="tcp://127.0.0.1:0", rate=0, executor=HoldingExecutor())
+    srv = Server(tmp_path / "data", bind="tcp://127.0.0.1:0", rate=0, executor=HoldingExecutor(), machine_facts=False)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv
