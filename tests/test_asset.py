@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pla4d.asset import (
+from pla4d.asset.format import (
     FORMAT_NAME,
     AnimatedMesh,
     Asset4D,

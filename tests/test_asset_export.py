@@ -17,8 +17,8 @@ import pytest
 import torch
 import trimesh
 
-from pla4d.asset import AnimatedMesh, Asset4D, export_glb, export_ply_sequence, frame_model
-from pla4d.asset.export import render_frames, write_contact_sheet, write_preview_video
+from pla4d.asset.export import export_glb, export_ply_sequence, render_frames, write_contact_sheet, write_preview_video
+from pla4d.asset.format import AnimatedMesh, Asset4D, frame_model
 from pla4d.gaussians import load_ply
 from pla4d.gaussians.init import gaussians_from_mesh, quats_from_normals
 from pla4d.render.mesh import load_mesh

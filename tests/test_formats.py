@@ -21,7 +21,8 @@ import pytest
 import torch
 from test_asset import _model  # random Gaussians of a given SH degree
 
-from pla4d.asset import AnimatedMesh, Asset4D, export_ply_sequence, frame_model, read_asset, write_asset
+from pla4d.asset.export import export_ply_sequence
+from pla4d.asset.format import AnimatedMesh, Asset4D, frame_model, read_asset, write_asset
 from pla4d.formats import axes, colour
 from pla4d.formats.ply import read_gaussian_ply, write_gaussian_ply
 from pla4d.gaussians import GaussianModel
