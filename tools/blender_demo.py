@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
     scene.frame_start = 1
-    (obj,) = addon.ops.import_asset(bpy.context, str(asset), "GAUSSIANS")
-    frames = addon.splats.bake(obj)
+    (obj,) = addon.importer.import_asset(bpy.context, str(asset), "GAUSSIANS")
+    frames = addon.playback.bake(obj)
     # A turntable: the camera rides an empty that turns once over the frame range.
     pivot = bpy.data.objects.new("turntable", None)
     scene.collection.objects.link(pivot)
