@@ -31,8 +31,6 @@ from pla4d.errors import raise_if_cancelled
 from pla4d.runfolder import write_json
 
 EventSink = Callable[[dict[str, Any]], None]
-# The one stage vocabulary: events, cache folders, summaries, the protocol and the add-on use these names.
-STAGE_ORDER = ("example", "video", "matte", "mesh", "focal", "static", "motion", "asset", "exports")
 MARKER = "stage.json"
 
 

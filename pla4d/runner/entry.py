@@ -24,6 +24,7 @@ from pla4d.runner.motion import ASSET, EXPORT_FILES, EXPORTS, MOTION
 
 LIFT_STAGES = (FOCAL, STATIC)
 FOURD_STAGES = (FOCAL, STATIC, MOTION, ASSET, EXPORTS)
+# Every stage in run order: the one stage vocabulary (events, cache folders, summaries, the protocol, the add-on).
 STAGES: dict[str, Stage] = {s.name: s for s in (EXAMPLE, VIDEO, MATTE, MESH, *FOURD_STAGES)}
 
 
