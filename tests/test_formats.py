@@ -89,7 +89,9 @@ def test_package_imports_only_stdlib_numpy_and_plyfile() -> None:
                 roots = [(node.module or "").split(".")[0]]
             else:
                 continue
-            assert set(roots) <= allowed, f"{path.name} imports {roots}"
+            # spz.py alone reaches for gsply (SPZ's maintained codec), inside its functions: the rest works without it.
+            extra = {"gsply"} if path.name == "spz.py" else set()
+            assert set(roots) <= allowed | extra, f"{path.name} imports {roots}"
     # And importing it pulls in neither torch nor the rest of pla4d (what the add-on relies on).
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import formats.asset, formats.axes, formats.colour, formats.ply; "
