@@ -209,11 +209,35 @@ def _bench(args: argparse.Namespace) -> int:
     return main_bench_raster(args.rest)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pla4d.asset.export import export_run
+
+    try:
+        frames = None if args.frames is None else [int(f) for f in args.frames.split(",") if f.strip()]
+        written = export_run(args.run, args.format, args.out, frames)
+    except (IndexError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    except ValueError as exc:  # int() of a bad --frames item, an unreadable asset, an unknown format
+        raise UserError(f"pla4d export: {exc}") from None
+    where = written[0] if len(written) == 1 else f"{len(written)} files in {written[0].parent}"
+    print(f"wrote {where}")
+    return 0
+
+
+def _rig(args: argparse.Namespace) -> int:
+    from pla4d.runner.rig import rig_run_folder
+
+    try:
+        return _print(rig_run_folder(args.run, bones=args.bones, influences=args.influences, seed=args.seed))
+    except ValueError as exc:  # no motion, one frame, more bones than points, an unreadable asset
+        raise UserError(f"pla4d rig: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pla4d", description="Text-to-4D Gaussian splatting (PLA4D).")
     parser.add_argument("--version", action="version", version=f"pla4d {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    four_d = ("focal", "static", "motion", "asset", "exports")
+    four_d = ("focal", "static", "motion", "rig", "asset", "exports")
 
     demo = sub.add_parser(
         "demo",
@@ -308,6 +332,30 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--preset", default=None, help="the models this preset needs")
     models.add_argument("--json", action="store_true", help="list as JSON")
     models.set_defaults(handler=_models)
+
+    from pla4d.formats.exports import EXPORT_FORMATS
+
+    export = sub.add_parser(
+        "export", help="write a run's 4D asset as KHR glTF splats, SPZ, per-frame sequences or the mesh GLB",
+        description="Export the 4D asset of RUN (a run folder, or an asset folder) into RUN/exports/ (or --out): "
+        + "; ".join(f"{k}: {v[0]}" for k, v in EXPORT_FORMATS.items()) + ". docs/asset-format.md section 7.",
+    )  # fmt: skip
+    export.add_argument("run", help="run folder (holding asset/) or asset folder")
+    export.add_argument("--format", required=True, choices=list(EXPORT_FORMATS), help="what to write")
+    export.add_argument("--out", default=None, help="file or folder to write (default: RUN/exports/<name>)")
+    export.add_argument("--frames", default=None, help="frames to export, e.g. 0,8,16 (default: all)")
+    export.set_defaults(handler=_export)
+
+    rig = sub.add_parser(
+        "rig", help="fit an armature to a run's motion: the asset's rig block and exports/rigged.glb",
+        description="Skinning decomposition (SSDR) of RUN's 4D asset: rigid bones, a bone tree, at most 4 weights "
+        "per Gaussian and vertex; written into RUN/asset (rig block) and RUN/exports/rigged.glb.",
+    )  # fmt: skip
+    rig.add_argument("run", help="run folder (holding asset/) or asset folder")
+    rig.add_argument("--bones", type=int, default=24, help="bones (default: 24)")
+    rig.add_argument("--influences", type=int, default=4, choices=[1, 2, 3, 4, 8], help="weights per point")
+    rig.add_argument("--seed", type=int, default=0, help="seed of the initial clustering")
+    rig.set_defaults(handler=_rig)
 
     from pla4d.doctor import add_parser as add_doctor
 

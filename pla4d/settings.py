@@ -28,14 +28,14 @@ RUN_SECTIONS = ("job", "example", "asset")
 # Which sections each entry point (CLI command or backend job kind) reads: a knob shows up where it acts.
 SCOPES: dict[str, tuple[str, ...]] = {
     "lift": ("job", "focal", "static"),
-    "run": ("job", "focal", "static", "motion", "asset"),
+    "run": ("job", "focal", "static", "motion", "rig", "asset"),
     "eval": ("job", "focal", "static", "motion"),
-    "demo": ("job", "example", "focal", "static", "motion", "asset"),
-    "generate": ("job", "video", "matte", "mesh", "focal", "static", "motion", "asset"),
+    "demo": ("job", "example", "focal", "static", "motion", "rig", "asset"),
+    "generate": ("job", "video", "matte", "mesh", "focal", "static", "motion", "rig", "asset"),
     # backend job kinds
-    "example": ("job", "example", "focal", "static", "motion", "asset"),
-    "video": ("job", "video", "matte", "mesh", "focal", "static", "motion", "asset"),
-    "text": ("job", "video", "matte", "mesh", "focal", "static", "motion", "asset"),
+    "example": ("job", "example", "focal", "static", "motion", "rig", "asset"),
+    "video": ("job", "video", "matte", "mesh", "focal", "static", "motion", "rig", "asset"),
+    "text": ("job", "video", "matte", "mesh", "focal", "static", "motion", "rig", "asset"),
 }
 TYPES = ("int", "float", "bool", "str", "ints", "floats")
 MAX_LIST = 8
@@ -141,6 +141,9 @@ SETTINGS: list[Setting] = [
     S("job.seed", "int", "random seed", 0, 2**31 - 1, flag="--seed", default=0),
     S("asset.fps", "float", "frame rate of the result (default: the video's, else 8; the example's 16)", 1, 240,
       flag="--fps", aliases=("fps",)),
+    S("asset.exports", "str", "splat exports the exports stage adds: a comma list of ply-sequence, khr-glb, "
+      "khr-glb-sequence, spz, spz-sequence, or none (pla4d export RUN --format ... writes any later)",
+      flag="--exports", default="spz"),
     S("example.frames", "int", "frames of the built-in example clip", 1, 64, aliases=("example.frames",),
       flag="--frames", default=8, defaults=(("demo", 32),)),
     S("example.resolution", "int", "image size of the built-in example clip, in pixels", 16, 512,
@@ -183,6 +186,9 @@ SETTINGS: list[Setting] = [
       flag="--time-multiplier"),
     S("motion.guidance_model", "str", "Zero123 model id or folder for reference refinement, or none",
       none_word="none", remote=False, flag="--guidance-model"),
+    # rig (issue 23)
+    S("rig.enabled", "bool", "no rig stage (armature, skinned mesh, rigged.glb)", switch="off", flag="--no-rig"),
+    S("rig.bones", "int", "bones of the rig", 1, 128, flag="--rig-bones"),
     # text front end
     S("video.model", "str", "text-to-video model id or folder", remote=False, flag="--video-model"),
     S("video.num_frames", "int", "video frames", 2, 129, flag="--frames", aliases=("generate.frames",)),

@@ -35,14 +35,11 @@ def gaussians(n: int = 40, seed: int = 0, degree: int = 1) -> dict[str, np.ndarr
     }
 
 
-def moving(frames: int = 4) -> list[dict[str, np.ndarray]]:
+def moving(frames: int = 4) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Canonical Gaussians and (T, N, 3) per-frame positions (frame 0 differs from the canonical ones too)."""
     g = gaussians()
-    out = []
-    for t in range(frames):
-        f = dict(g)
-        f["positions"] = g["positions"] + np.float32(0.05 * t) * np.array([1.0, -0.5, 0.25], np.float32)
-        out.append(f)
-    return out
+    step = np.array([1.0, -0.5, 0.25], np.float32)
+    return g, np.stack([g["positions"] + np.float32(0.05 * (t + 1)) * step for t in range(frames)])
 
 
 def validator(schema: str) -> jsonschema.Draft202012Validator:
@@ -69,9 +66,10 @@ def accessor(gltf: pygltflib.GLTF2, index: int) -> np.ndarray:
     return np.frombuffer(blob, "<f4", acc.count * width, start).reshape(acc.count, width)
 
 
-@pytest.mark.parametrize("frames", [1, 4])
+@pytest.mark.parametrize("frames", [0, 1, 4])
 def test_glb_is_valid_gltf_and_khr(frames: int) -> None:
-    data = khr_glb_bytes(moving(frames), fps=12.0)
+    g, positions = moving(max(frames, 1))
+    data = khr_glb_bytes(g, positions if frames else None, fps=12.0)
     doc = glb_json(data)
     validator("glTF.schema.json").validate(doc)
     ext = validator("mesh.primitive.KHR_gaussian_splatting.schema.json")
@@ -90,7 +88,7 @@ def test_glb_is_valid_gltf_and_khr(frames: int) -> None:
 
 def test_static_round_trip_through_pygltflib(tmp_path: Path) -> None:
     g = gaussians(degree=2)
-    path = write_khr_glb(tmp_path / "s.glb", [g])
+    path = write_khr_glb(tmp_path / "s.glb", g)
     gltf = pygltflib.GLTF2().load(str(path))
     prim = gltf.meshes[0].primitives[0]
 
@@ -111,16 +109,17 @@ def test_static_round_trip_through_pygltflib(tmp_path: Path) -> None:
 
 
 def test_morph_targets_play_the_frames(tmp_path: Path) -> None:
-    frames = moving(5)
-    path = write_khr_glb(tmp_path / "m.glb", frames, fps=10.0)
+    g, frames = moving(5)
+    path = write_khr_glb(tmp_path / "m.glb", g, frames, fps=10.0)
     gltf = pygltflib.GLTF2().load(str(path))
     prim = gltf.meshes[0].primitives[0]
     base = accessor(gltf, prim.attributes.POSITION)
+    np.testing.assert_array_equal(base, g["positions"])  # the base is the canonical (rest) splats
     assert len(prim.targets) == 5 and gltf.meshes[0].weights == [0.0] * 5
     for t, target in enumerate(prim.targets):
         acc = gltf.accessors[target["POSITION"]]
         offset = accessor(gltf, target["POSITION"])
-        np.testing.assert_allclose(base + offset, frames[t]["positions"], atol=1e-6)
+        np.testing.assert_allclose(base + offset, frames[t], atol=1e-6)
         np.testing.assert_allclose(acc.min, offset.min(axis=0), atol=1e-7)
         np.testing.assert_allclose(acc.max, offset.max(axis=0), atol=1e-7)
     (anim,) = gltf.animations
@@ -131,11 +130,11 @@ def test_morph_targets_play_the_frames(tmp_path: Path) -> None:
 
 
 def test_our_reader_round_trip(tmp_path: Path) -> None:
-    frames = moving(3)
-    read = read_khr_gltf(write_khr_glb(tmp_path / "m.glb", frames, fps=8.0))
-    g = frames[0]
+    g, frames = moving(3)
+    read = read_khr_gltf(write_khr_glb(tmp_path / "m.glb", g, frames, fps=8.0))
     assert read.fps == 8.0 and read.frame_count == 3
-    np.testing.assert_allclose(read.arrays["positions"], np.stack([f["positions"] for f in frames]), atol=1e-6)
+    np.testing.assert_allclose(read.arrays["positions"], frames, atol=1e-6)
+    np.testing.assert_array_equal(read.canonical["positions"], g["positions"])
     q = g["rotations"] / np.linalg.norm(g["rotations"], axis=1, keepdims=True)
     np.testing.assert_allclose(read.canonical["rotations"], q, atol=1e-6)
     np.testing.assert_allclose(read.canonical["scales"], g["scales"], atol=1e-5)
@@ -207,7 +206,7 @@ def test_reader_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00\x01not gltf")
     with pytest.raises(KhrError, match="neither a GLB nor glTF JSON"):
         read_khr_gltf(junk)
-    data = bytearray(khr_glb_bytes([gaussians()]))
+    data = bytearray(khr_glb_bytes(gaussians()))
     doc = glb_json(bytes(data))
     doc["nodes"][0]["translation"] = [1.0, 0.0, 0.0]
     moved = tmp_path / "moved.gltf"
@@ -219,4 +218,4 @@ def test_reader_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="non-finite"):
         bad = gaussians()
         bad["positions"][0, 0] = np.nan
-        khr_glb_bytes([bad])
+        khr_glb_bytes(bad)

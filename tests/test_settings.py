@@ -66,7 +66,7 @@ def test_apply_sets_the_preset_and_what_goes_with_it() -> None:
     assert preset.mesh.model == "external" and preset.mesh.command == "x {image} {mesh}"
     assert preset.static.resolutions == (64,) and preset.static.resolution_steps == ()
     assert preset.video == get_preset("standard").video  # nothing else changed
-    assert settings.run_values(values, "generate") == {"job.seed": 0, "asset.fps": 12.0}
+    assert settings.run_values(values, "generate") == {"job.seed": 0, "asset.fps": 12.0, "asset.exports": "spz"}
     assert (
         settings.apply(
             get_preset("draft"), settings.check({"motion.guidance_model": "None"}, "run", remote=False)

@@ -1,5 +1,7 @@
-"""Exports of a 4D asset: a PLY sequence, the animated mesh as glTF 2.0 binary (.glb), a preview video and a
-contact sheet. Every file is written atomically (a temporary file beside it, renamed when complete).
+"""Exports of a 4D asset: a PLY sequence, the splats as ``KHR_gaussian_splatting`` GLB (canonical + morph-target
+motion, or one GLB per frame), SPZ (canonical, or one per frame), the animated mesh as glTF 2.0 binary (.glb), a
+preview video and a contact sheet. Every file is written atomically (a temporary file beside it, renamed when
+complete). :data:`EXPORT_FORMATS` names the file exports for ``pla4d export`` and the exports stage.
 
 The glTF export keeps the project's frame (+Y up, object facing +Z, which is glTF's own convention: no axis
 change) and reads 1 unit as 1 metre. The animation is one morph target per frame (target t holds frame t's
@@ -15,7 +17,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +27,26 @@ import torch
 from pla4d import __version__
 from pla4d.asset.format import AnimatedMesh, Asset4D, frame_model
 from pla4d.cameras import orbit_cameras
+from pla4d.formats.exports import EXPORT_FORMATS
+from pla4d.formats.khr_gltf import write_khr_glb
 from pla4d.formats.ply import sequence_frames as _frames
 from pla4d.formats.ply import write_ply_sequence
+from pla4d.formats.sequences import write_sequence
+from pla4d.formats.spz import write_spz
 from pla4d.gaussians.ply import model_arrays
 from pla4d.runfolder import atomic_write_bytes
 
 __all__ = [
+    "EXPORT_FORMATS",
+    "export_format",
     "export_glb",
+    "export_khr_glb",
+    "export_khr_glb_sequence",
     "export_ply_sequence",
+    "export_run",
+    "export_splat_formats",
+    "export_spz",
+    "export_spz_sequence",
     "glb_bytes",
     "render_frames",
     "write_contact_sheet",
@@ -57,18 +71,78 @@ def _atomic_path(path: Path) -> Iterator[Path]:
 # -------------------------------------------------------------------------------------------- PLY sequence
 
 
+def _gaussians_at(asset: Asset4D) -> Callable[[int], dict[str, np.ndarray]]:
+    """Frame t's Gaussians as arrays: its animated attributes replace the canonical columns one for one (what
+    ``frame_model`` does with tensors)."""
+    canonical = model_arrays(asset.canonical)
+
+    def gaussians_at(t: int) -> dict[str, np.ndarray]:
+        return {**canonical, **{name: np.asarray(getattr(asset, name)[t], np.float32) for name in asset.animated}}
+
+    return gaussians_at
+
+
 def export_ply_sequence(
     asset: Asset4D, out_dir: str | Path, frames: Sequence[int] | None = None, prefix: str = "frame_"
 ) -> list[Path]:
     """One standard 3DGS PLY per frame (``frame_000.ply``, ...; at least three digits, more for > 1000 frames)
     into ``out_dir``. Returns the paths in frame order."""
-    canonical = model_arrays(asset.canonical)
+    return write_ply_sequence(out_dir, asset.num_frames, _gaussians_at(asset), frames, prefix)
 
-    def gaussians_at(t: int) -> dict[str, np.ndarray]:
-        # Frame t's attributes replace the canonical columns one for one (what frame_model does with tensors).
-        return {**canonical, **{name: np.asarray(getattr(asset, name)[t], np.float32) for name in asset.animated}}
 
-    return write_ply_sequence(out_dir, asset.num_frames, gaussians_at, frames, prefix)
+# ------------------------------------------------------------------------------------ splat formats (KHR, SPZ)
+
+
+def export_khr_glb(asset: Asset4D, path: str | Path, frames: Sequence[int] | None = None) -> Path:
+    """The splats as one ``KHR_gaussian_splatting`` GLB (pla4d.formats.khr_gltf): the canonical Gaussians as the
+    base primitive, each chosen frame's positions as a morph target, and a weights animation at the asset's fps.
+    Rotations, scales and opacities stay canonical (glTF morphs POSITION only); the GLB sequence has them all."""
+    chosen = _frames(asset.num_frames, frames)
+    positions = np.stack([np.asarray(asset.positions[t], np.float32) for t in chosen])
+    extras = {"frames": chosen, "start_frame": asset.start_frame, "prompt": asset.meta.get("prompt")}
+    return write_khr_glb(path, model_arrays(asset.canonical), positions, asset.fps, extras=extras,
+                         generator=f"pla4d {__version__}")  # fmt: skip
+
+
+def export_khr_glb_sequence(
+    asset: Asset4D, out_dir: str | Path, frames: Sequence[int] | None = None, prefix: str = "frame_"
+) -> list[Path]:
+    """One static ``KHR_gaussian_splatting`` GLB per frame (``frame_000.glb``, ...) with every attribute of that
+    frame, for tools that read static splats only."""
+
+    def write_one(path: Path, **gaussians: np.ndarray) -> Path:
+        return write_khr_glb(path, gaussians, fps=asset.fps, generator=f"pla4d {__version__}")
+
+    return write_sequence(out_dir, asset.num_frames, _gaussians_at(asset), write_one, ".glb", frames, prefix)
+
+
+def export_spz(asset: Asset4D, path: str | Path) -> Path:
+    """The canonical Gaussians as one SPZ file (Niantic's compressed format, through gsply; pla4d.formats.spz)."""
+    return write_spz(path, **model_arrays(asset.canonical))
+
+
+def export_spz_sequence(
+    asset: Asset4D, out_dir: str | Path, frames: Sequence[int] | None = None, prefix: str = "frame_"
+) -> list[Path]:
+    """One SPZ file per frame (``frame_000.spz``, ...)."""
+    return write_sequence(out_dir, asset.num_frames, _gaussians_at(asset), write_spz, ".spz", frames, prefix)
+
+
+def export_format(asset: Asset4D, name: str, out: str | Path, frames: Sequence[int] | None = None) -> list[Path]:
+    """Write export ``name`` (a key of :data:`EXPORT_FORMATS`) to ``out`` (a file, or a folder for a sequence);
+    returns the paths written."""
+    if name not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {name!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    writers: dict[str, Callable[[], Path | list[Path]]] = {
+        "ply-sequence": lambda: export_ply_sequence(asset, out, frames),
+        "khr-glb": lambda: export_khr_glb(asset, out, frames),
+        "khr-glb-sequence": lambda: export_khr_glb_sequence(asset, out, frames),
+        "spz": lambda: export_spz(asset, out),
+        "spz-sequence": lambda: export_spz_sequence(asset, out, frames),
+        "mesh-glb": lambda: export_glb(asset, out, frames=frames),
+    }
+    written = writers[name]()
+    return written if isinstance(written, list) else [written]
 
 
 # --------------------------------------------------------------------------------------------------- glTF
@@ -228,6 +302,37 @@ def export_glb(
         mesh, extras = asset, {}
     data = glb_bytes(mesh, float(fps), frames, interpolation, name, extras)
     return atomic_write_bytes(path, data)
+
+
+def export_splat_formats(asset: Asset4D, folder: str | Path, names: Sequence[str]) -> list[Path]:
+    """The exports stage's extra exports: each of ``names`` under its :data:`EXPORT_FORMATS` name in ``folder``
+    (``mesh-glb`` is skipped: the stage always writes it)."""
+    written: list[Path] = []
+    for name in names:
+        if name != "mesh-glb":
+            written += export_format(asset, name, Path(folder) / EXPORT_FORMATS[name][1])
+    return written
+
+
+def export_run(
+    run: str | Path, name: str, out: str | Path | None = None, frames: Sequence[int] | None = None
+) -> list[Path]:
+    """``pla4d export``: export ``name`` of the 4D asset in run folder ``run`` (or of the asset folder ``run``)
+    to ``out`` (default: the run's ``exports/`` folder, under :data:`EXPORT_FORMATS`' file name). ValueError
+    (one line, for the user) when there is no asset or the format is unknown."""
+    from pla4d.asset.format import read_asset
+    from pla4d.formats.asset import META_FILE
+
+    run = Path(run).expanduser()
+    if name not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {name!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    folder = run if (run / META_FILE).is_file() else run / "asset"
+    if not (folder / META_FILE).is_file():
+        raise ValueError(f"{run} holds no 4D asset (no {META_FILE} there or in {run / 'asset'}); run `pla4d run` first")
+    asset = read_asset(folder)
+    if out is None:
+        out = (run.parent if folder == run else run) / "exports" / EXPORT_FORMATS[name][1]
+    return export_format(asset, name, out, frames)
 
 
 # ---------------------------------------------------------------------------------------- preview renders

@@ -19,11 +19,11 @@ attribute                                   type   value (from our storage conve
 
 ``colorSpace`` is ``srgb_rec709_display``: our SH DC encodes sRGB display colours (``0.5 + SH_C0 * dc``).
 
-Motion: a file of several frames keeps frame 0 as the base and adds one morph target per frame holding that
-frame's ``POSITION`` offsets, with one ``weights`` animation that puts weight 1 on target k at time k / fps
+Motion: the base primitive holds the canonical (rest) Gaussians, and one morph target per frame holds that
+frame's ``POSITION`` offsets from them, with one ``weights`` animation that puts weight 1 on target k at time k / fps
 (glTF's core morphing). Only ``POSITION`` is morphed: the core specification lists which semantics a morph
 target may hold (POSITION, NORMAL, TANGENT, TEXCOORD_n, COLOR_n) and the extension defines no morphing of its
-own attributes, so rotations, scales and opacities stay at frame 0 in that file. The per-frame GLB sequence
+own attributes, so rotations, scales and opacities stay canonical in that file. The per-frame GLB sequence
 (one static file per frame) carries every attribute of every frame.
 """
 
@@ -33,7 +33,6 @@ import base64
 import json
 import os
 import struct
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,24 +129,28 @@ def _check(name: str, value: np.ndarray, n: int, width: int) -> np.ndarray:
 
 
 def khr_glb_bytes(
-    frames: Sequence[dict[str, np.ndarray]],
+    gaussians: dict[str, np.ndarray],
+    positions: np.ndarray | None = None,
     fps: float = 24.0,
     name: str = "pla4d_splats",
     extras: dict[str, Any] | None = None,
     generator: str = "pla4d",
 ) -> bytes:
-    """A GLB of Gaussians (dicts in the storage convention, ``pla4d_formats.ply`` keys): one frame gives a static
-    file; more give frame 0 as the base plus one POSITION morph target per frame and a weights animation at
-    ``fps`` (module docstring). Every frame must hold the same number of Gaussians."""
-    if not frames:
-        raise ValueError("no frames to write")
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    g = frames[0]
+    """A GLB of ``gaussians`` (storage convention, ``pla4d_formats.ply`` keys). With ``positions`` (T, N, 3), the
+    motion: one POSITION morph target per frame (frame t's offsets from the base) and a weights animation at
+    ``fps`` that plays them in order (module docstring); the base stays the given Gaussians."""
+    g = gaussians
     n = int(np.shape(g["positions"])[0])
     if n == 0:
         raise ValueError("there are no Gaussians to write; glTF accessors cannot be empty")
-    positions = [_check(f"frame {t} positions", f["positions"], n, 3) for t, f in enumerate(frames)]
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    base = _check("positions", g["positions"], n, 3)
+    motion = None if positions is None else np.asarray(positions, np.float32)
+    if motion is not None and (motion.ndim != 3 or motion.shape[1:] != (n, 3) or motion.shape[0] == 0):
+        raise ValueError(f"positions must be (T, {n}, 3), got {motion.shape}")
+    if motion is not None and not np.isfinite(motion).all():
+        raise ValueError("the per-frame positions have non-finite values; glTF accessors must be finite")
     b = _Builder()
     rest = np.asarray(g.get("sh_rest", np.zeros((n, 0, 3))), np.float32).reshape(n, -1, 3)
     sh_dc = _check("sh_dc", g["sh_dc"], n, 3)
@@ -156,7 +159,7 @@ def khr_glb_bytes(
     colour[:, :3] = srgb_to_linear(np.clip(0.5 + SH_C0 * sh_dc, 0.0, 1.0))
     colour[:, 3] = opacity
     attributes = {
-        "POSITION": b.accessor(positions[0], "VEC3", vertex=True, minmax=True),
+        "POSITION": b.accessor(base, "VEC3", vertex=True, minmax=True),
         "COLOR_0": b.accessor(colour, "VEC4", vertex=True),
         ROTATION: b.accessor(_unit_xyzw(_check("rotations", g["rotations"], n, 4)), "VEC4", vertex=True),
         SCALE: b.accessor(scales_to_blender(_check("scales", g["scales"], n, 3)), "VEC3", vertex=True),
@@ -172,12 +175,13 @@ def khr_glb_bytes(
                                                             "projection": "perspective",
                                                             "sortingMethod": "cameraDistance"}}}  # fmt: skip
     mesh: dict[str, Any] = {"name": name, "primitives": [primitive]}
-    count = len(frames)
-    if count > 1:
-        primitive["targets"] = [{"POSITION": b.accessor(p - positions[0], "VEC3", vertex=True, minmax=True)}
-                                for p in positions]  # fmt: skip
+    count = 0 if motion is None else motion.shape[0]
+    if count:
+        primitive["targets"] = [{"POSITION": b.accessor(p - base, "VEC3", vertex=True, minmax=True)}
+                                for p in motion]  # fmt: skip
         mesh["weights"] = [0.0] * count
-        mesh["extras"] = {"targetNames": [f"frame_{t:03d}" for t in range(count)]}
+        width = max(3, len(str(count - 1)))
+        mesh["extras"] = {"targetNames": [f"frame_{t:0{width}d}" for t in range(count)]}
         times = np.arange(count, dtype=np.float32) / np.float32(fps)
         weights = np.eye(count, dtype=np.float32)  # keyframe k: weight 1 on target k
         sampler = {"input": b.accessor(times, "SCALAR", minmax=True), "output": b.accessor(weights, "SCALAR"),
@@ -191,21 +195,22 @@ def khr_glb_bytes(
         "scenes": [{"name": name, "nodes": [0]}],
         "nodes": [{"name": name, "mesh": 0}],
         "meshes": [mesh],
-        "extras": {"pla4d": {"fps": float(fps), "frame_count": count, **(extras or {})}},
+        "extras": {"pla4d": {"fps": float(fps), "frame_count": max(count, 1), **(extras or {})}},
     })  # fmt: skip
     return b.glb()
 
 
 def write_khr_glb(
     path: str | os.PathLike[str],
-    frames: Sequence[dict[str, np.ndarray]],
+    gaussians: dict[str, np.ndarray],
+    positions: np.ndarray | None = None,
     fps: float = 24.0,
     name: str = "pla4d_splats",
     extras: dict[str, Any] | None = None,
     generator: str = "pla4d",
 ) -> Path:
     """Write :func:`khr_glb_bytes` to ``path`` atomically."""
-    return atomic_write_bytes(path, khr_glb_bytes(frames, fps, name, extras, generator))
+    return atomic_write_bytes(path, khr_glb_bytes(gaussians, positions, fps, name, extras, generator))
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -210,6 +210,7 @@ def _asset_run(ctx: RunContext, folder: Path) -> dict[str, Any]:
                         asset_fps(ctx) * k)  # fmt: skip
     asset.meta.update(prompt=ctx.inputs.get("prompt"), seed=ctx.seed, preset=ctx.preset.name, focal_px=front.focal_px,
                       source_frames=int(frames.shape[0]), **ctx.get("motion_notes"))  # fmt: skip
+    asset.rig = ctx.get("rig")  # the rig stage's fit (None when it is off): the asset's rig block
     write_asset(folder, asset)
     ctx.put("asset", asset)
     return {}
@@ -223,7 +224,7 @@ def _asset_load(ctx: RunContext, folder: Path) -> None:
 
 ASSET = Stage(
     name="asset",
-    needs=("field", "canonical", "mesh", "front", "frames"),
+    needs=("field", "canonical", "mesh", "front", "frames", "rig"),
     makes=("asset",),
     settings=_asset_settings,
     run=_asset_run,
@@ -232,8 +233,9 @@ ASSET = Stage(
 
 
 def _exports_run(ctx: RunContext, folder: Path) -> dict[str, Any]:
-    from pla4d.asset.export import export_glb, write_contact_sheet, write_preview_video
+    from pla4d.asset.export import export_glb, export_splat_formats, write_contact_sheet, write_preview_video
     from pla4d.asset.format import read_asset
+    from pla4d.asset.rig_gltf import write_rigged_glb
 
     # The files as written (float16 storage, if chosen, shows in the previews as it will in Blender).
     asset = read_asset(ctx.folder("asset"))
@@ -241,14 +243,24 @@ def _exports_run(ctx: RunContext, folder: Path) -> dict[str, Any]:
     export_glb(asset, folder / "animated_mesh.glb")
     write_preview_video(asset, folder / "preview.mp4", size=256, radius=radius)
     write_contact_sheet(asset, folder / "contact_sheet.png", radius=radius)
+    write_rigged_glb(asset, folder / "rigged.glb")  # only when the asset carries a rig (issue 23)
+    export_splat_formats(asset, folder, _splat_exports(ctx))
     return {}
+
+
+def _splat_exports(ctx: RunContext) -> list[str]:
+    """The setting ``asset.exports`` (a comma list of pla4d.formats.exports names), checked when the run is planned."""
+    from pla4d.formats.exports import parse_formats
+
+    value = ctx.values.get("asset.exports")
+    return parse_formats("spz" if value is None else value)
 
 
 EXPORTS = Stage(
     name="exports",
     needs=("asset", "front"),
     makes=(),
-    settings=lambda ctx: {},
+    settings=lambda ctx: {"formats": _splat_exports(ctx)},
     run=_exports_run,
     load=lambda ctx, folder: None,
 )
