@@ -153,6 +153,17 @@ class MotionConfig:
         return self.iterations
 
 
+@dataclass(frozen=True)
+class RigConfig:
+    """The rig stage (issue 23, pla4d/rig): the motion as ``bones`` rigid bones with at most ``influences`` linear
+    blend weights per point (SSDR, ``iterations`` alternations of weights and bone transforms)."""
+
+    enabled: bool = True
+    bones: int = 24
+    influences: int = 4
+    iterations: int = 12
+
+
 # ----------------------------------------------------------------------------- the text front end (issue 7)
 # Defaults of the models each stage loads by id; pla4d/models/registry.py describes them (size, licence).
 DEFAULT_VIDEO_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -236,6 +247,7 @@ class PresetConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     matte: MatteConfig = field(default_factory=MatteConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    rig: RigConfig = field(default_factory=RigConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,9 +16,9 @@ from pla4d.runner import STAGES, RunContext
 from pla4d.runner.core import stage_key
 
 ARTIFACTS = ("prompt", "user_video", "video_frames", "image", "matted_image", "user_mesh", "frames", "frame0",
-             "mesh", "front", "canonical", "field", "asset")  # fmt: skip
+             "mesh", "front", "canonical", "field", "rig", "asset")  # fmt: skip
 SECTIONS = {"focal": "radius", "static": "iterations", "motion": "iterations", "video": "steps", "matte": "size",
-            "mesh": "steps"}  # fmt: skip
+            "mesh": "steps", "rig": "bones"}  # fmt: skip
 # What each stage's result depends on, written out by hand: the test fails if a declaration drifts from it.
 DEPENDS = {
     "example": {"example.frames", "example.resolution", "example.supersample", "asset.fps", "novel_views"},
@@ -28,6 +28,7 @@ DEPENDS = {
     "focal": {"cfg.focal", "frame0", "mesh"},
     "static": {"cfg.static", "seed", "frame0", "mesh", "front"},
     "motion": {"cfg.motion", "seed", "canonical", "front", "frames"},
+    "rig": {"cfg.rig", "motion.export_frame_factor", "seed", "field", "canonical", "mesh", "frames"},
     "asset": {
         "motion.export_frame_factor",
         "asset.fps",
@@ -38,6 +39,7 @@ DEPENDS = {
         "mesh",
         "front",
         "frames",
+        "rig",
     },
     "exports": {"asset", "front"},
 }
@@ -90,7 +92,8 @@ def test_stage_key_changes_when_and_only_when_its_dependencies_change(name: str)
 
 
 def test_every_stage_is_declared_once_in_order() -> None:
-    assert tuple(STAGES) == ("example", "video", "matte", "mesh", "focal", "static", "motion", "asset", "exports")
+    assert tuple(STAGES) == ("example", "video", "matte", "mesh", "focal", "static", "motion", "rig", "asset",
+                            "exports")  # fmt: skip
     assert set(STAGES) == set(DEPENDS)  # every stage has its row in the dependency table
     made = [a for s in STAGES.values() for a in s.makes]
     # frames/frame0/mesh come from the example, the matte or the mesh stage: alternatives, never in one run.

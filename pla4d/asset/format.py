@@ -23,6 +23,7 @@ import torch
 from pla4d import __version__
 from pla4d.formats import asset as _disk
 from pla4d.formats.asset import ATTRIBUTES, FORMAT_NAME, FORMAT_VERSION, AssetError, frame_byte_range, read_meta
+from pla4d.formats.rig import RigData
 from pla4d.gaussians.model import GaussianModel
 from pla4d.gaussians.ply import model_arrays, model_from_arrays
 
@@ -164,6 +165,7 @@ class Asset4D:
     meta: dict = field(default_factory=dict)
     mesh: AnimatedMesh | None = None
     start_frame: int = 0
+    rig: RigData | None = None  # the skinning decomposition of the motion (pla4d.rig), if the run made one
 
     def __post_init__(self) -> None:
         if not isinstance(self.canonical, GaussianModel):
@@ -289,7 +291,7 @@ def write_asset(path: str | Path, asset: Asset4D, dtype: str = "float32") -> Pat
         mesh = _disk.MeshData(m.faces, m.positions, m.vertex_colors, m.uvs, png)
     arrays = {name: getattr(asset, name) for name in asset.animated}
     return _disk.write_asset(
-        path, model_arrays(asset.canonical), arrays, asset.fps, asset.start_frame, meta, mesh, dtype
+        path, model_arrays(asset.canonical), arrays, asset.fps, asset.start_frame, meta, mesh, dtype, asset.rig
     )
 
 
@@ -326,6 +328,7 @@ def read_asset(path: str | Path, mmap: bool = True, verify: bool = True) -> Asse
             meta=disk.meta,
             mesh=mesh,
             start_frame=int(disk.meta.get("start_frame", 0)),
+            rig=disk.rig,
             **disk.arrays,
         )
     except ValueError as exc:

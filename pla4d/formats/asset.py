@@ -15,6 +15,7 @@ Layout::
       mesh_colors.bin   (V, 3) float32 linear RGB (glTF COLOR_0 convention)
       mesh_uvs.bin      (V, 2) float32, glTF UV convention
       mesh_texture.png  sRGB texture
+      rig_*.bin         optional rig (pla4d_formats.rig): per-frame bone transforms, Gaussian / vertex weights
 
 Per-frame values use the same storage convention as the PLY (log-scales, opacity logits, unnormalised
 (w, x, y, z) quaternions), so frame t's arrays replace the PLY's columns one for one. Frame t of an attribute is
@@ -43,6 +44,7 @@ import numpy as np
 
 from .files import json_default, sha256_of
 from .ply import PlyError, read_gaussian_ply, write_gaussian_ply
+from .rig import RigData, read_rig, write_rig
 
 __all__ = [
     "ATTRIBUTES",
@@ -63,7 +65,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "pla4d-asset4d"
-FORMAT_VERSION = "1.0"  # major.minor: readers accept any minor of their major (minor = added optional keys only)
+# major.minor: readers accept any minor of their major (minor = added optional keys only). 1.1: the rig block.
+FORMAT_VERSION = "1.1"
 META_FILE = "asset.json"
 CANONICAL_FILE = "canonical.ply"
 TEXTURE_FILE = "mesh_texture.png"
@@ -74,7 +77,7 @@ _ALLOWED_ON_DISK = {"<f4", "<f2", "<u4"}
 _RESERVED = (
     "format", "format_version", "created_utc", "frame_count", "num_gaussians", "fps", "start_frame", "times",
     "up_axis", "forward_axis", "handedness", "units", "dtype", "byte_order", "animated", "conventions",
-    "canonical", "arrays", "mesh",
+    "canonical", "arrays", "mesh", "rig",
 )  # fmt: skip
 
 
@@ -120,6 +123,7 @@ class Asset:
     canonical: dict[str, np.ndarray]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     mesh: MeshData | None = None
+    rig: RigData | None = None
 
     @property
     def frame_count(self) -> int:
@@ -227,6 +231,7 @@ def write_asset(
     meta: dict[str, Any] | None = None,
     mesh: MeshData | None = None,
     dtype: str = "float32",
+    rig: RigData | None = None,
 ) -> Path:
     """Write a 4D asset folder at ``path`` (atomically; an earlier asset there is replaced).
 
@@ -260,6 +265,8 @@ def write_asset(
         write_gaussian_ply(tmp / CANONICAL_FILE, **canonical)
         descriptors = {name: _write_array(tmp, f"{name}.bin", arrays[name], disk, name, True) for name in animated}
         mesh_meta = None if mesh is None else _write_mesh(tmp, mesh, disk)
+        vertices = None if mesh is None else mesh.num_vertices
+        rig_meta = None if rig is None else write_rig(tmp, rig, frame_count, num_gaussians, vertices, _write_array)
         sh_rest = canonical.get("sh_rest")
         out: dict[str, Any] = {
             "format": FORMAT_NAME,
@@ -302,6 +309,7 @@ def write_asset(
                 },
                 "arrays": descriptors,
                 "mesh": mesh_meta,
+                "rig": rig_meta,
             }
         )
         text = json.dumps(out, indent=1, default=json_default) + "\n"
@@ -446,7 +454,16 @@ def read_asset(path: str | os.PathLike[str], mmap: bool = True, verify: bool = T
         for name, entry in meta["arrays"].items()
     }
     mesh = _read_mesh(path, meta["mesh"], t, mmap, verify) if meta.get("mesh") else None
-    return Asset(path, meta, canonical, arrays, mesh)
+    rig = None
+    if meta.get("rig"):
+        try:
+            rig = read_rig(path, meta["rig"], t, n, None if mesh is None else mesh.num_vertices, _read_array, mmap,
+                           verify)  # fmt: skip
+        except AssetError:
+            raise
+        except ValueError as exc:
+            raise AssetError(f"{path}: invalid rig: {exc}") from exc
+    return Asset(path, meta, canonical, arrays, mesh, rig)
 
 
 def _read_mesh(path: Path, m: Any, t: int, mmap: bool, verify: bool) -> MeshData:

@@ -21,9 +21,10 @@ from pla4d.runner.front import EXAMPLE, MATTE, MESH, VIDEO, frame_files, needs_m
 from pla4d.runner.inputs import check_mesh, content_key, frame_paths, load_frame, load_frames
 from pla4d.runner.lift3d import FOCAL, STATIC
 from pla4d.runner.motion import ASSET, EXPORT_FILES, EXPORTS, MOTION
+from pla4d.runner.rig import RIG
 
 LIFT_STAGES = (FOCAL, STATIC)
-FOURD_STAGES = (FOCAL, STATIC, MOTION, ASSET, EXPORTS)
+FOURD_STAGES = (FOCAL, STATIC, MOTION, RIG, ASSET, EXPORTS)
 # Every stage in run order: the one stage vocabulary (events, cache folders, summaries, the protocol, the add-on).
 STAGES: dict[str, Stage] = {s.name: s for s in (EXAMPLE, VIDEO, MATTE, MESH, *FOURD_STAGES)}
 

@@ -1,0 +1,44 @@
+"""The rig stage in a run (issue 23): after motion, before asset; the asset carries the rig block and the exports
+rigged.glb; ``--no-rig`` leaves both out; ``--rig-bones`` reruns the rig and what follows it, not the motion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pla4d.asset.format import read_asset
+from pla4d.cli import main
+
+ARGV = ["demo", "--frames", "3", "--resolution", "48", "--iterations", "2", "--motion-iterations", "2"]
+
+
+def _stages(events_file: Path) -> dict:
+    return json.loads(events_file.read_text())["stages"]
+
+
+def test_a_run_rigs_its_motion_and_the_settings_reach_the_stage(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([*ARGV, "--out", str(tmp_path), "--rig-bones", "6"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    summary = _stages(run / "summary.json")
+    assert list(summary)[-3:] == ["rig", "asset", "exports"]
+    asset = read_asset(run / "asset")
+    rig = asset.rig
+    assert rig is not None and rig.num_bones == 6 and rig.transforms.shape[:2] == (asset.num_frames, 6)
+    assert rig.gaussian_weights.shape == (asset.num_gaussians, 4) and rig.mesh_joints.shape[0] == asset.mesh.num_vertices
+    assert np.allclose(rig.gaussian_weights.sum(1), 1.0, atol=1e-5) and rig.info["mesh"]["mean"] < 0.05
+    assert (run / "exports" / "rigged.glb").stat().st_size > 1000
+    assert json.loads((run / "rig" / "rig.json").read_text())["names"] == rig.names
+    # More bones: the rig and what follows it run again, the motion does not.
+    assert main([*ARGV, "--out", str(tmp_path), "--rig-bones", "5"]) == 0
+    capsys.readouterr()
+    stages = _stages(run / "summary.json")
+    assert stages["motion"] == {"cached": True} and "seconds" in stages["rig"] and "seconds" in stages["asset"]
+    assert read_asset(run / "asset").rig.num_bones == 5
+    # Off: no rig block, no rigged.glb.
+    assert main([*ARGV, "--out", str(tmp_path), "--no-rig"]) == 0
+    capsys.readouterr()
+    assert read_asset(run / "asset").rig is None and not (run / "exports" / "rigged.glb").exists()
