@@ -7,9 +7,10 @@ Laid out like Blender's glTF add-on: code without bpy apart from bpy code, and i
   backend client library, vendored by build_addon.py.
 - Shared bpy code: ``attributes`` (point attributes and their conversion), ``nodes`` (geometry nodes, materials,
   modifiers), ``status`` (the panel's message).
-- Import: ``importer`` (Gaussians, mesh, scene set-up), ``preview`` (live training points).
+- Import: ``importer`` (Gaussians, mesh, scene set-up), ``import_foreign`` (PLY sequences, SPZ, KHR glTF splats
+  made elsewhere, converted to a 4D asset and imported like ours), ``preview`` (live training points).
 - Playback and bake: ``playback`` (assets, the frame-change update, bake / free bake, start frame).
-- Export: ``exporter`` (PLY sequence, USD point cache).
+- Export: ``exporter`` (PLY sequence, KHR glTF, SPZ and their per-frame sequences, USD point cache).
 - Interface: ``props``, ``prefs``, ``panel_settings`` (knobs from the table), ``ui`` (the sidebar),
   ``ops_jobs`` (backend operators), ``ops_scene`` (import, bake, export operators), ``job_updates`` (the
   main-thread timer that applies what the network threads report).
@@ -50,6 +51,8 @@ def register() -> None:
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.TOPBAR_MT_file_import.append(ui.menu_import)
+    bpy.types.TOPBAR_MT_file_import.append(ops_scene.menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(ops_scene.menu_export)
     bpy.app.handlers.frame_change_pre.append(_on_frame_change)
     bpy.app.handlers.load_post.append(_on_load)
     if not bpy.app.timers.is_registered(_timer):
@@ -64,6 +67,8 @@ def unregister() -> None:
         if fn in handlers:
             handlers.remove(fn)
     bpy.types.TOPBAR_MT_file_import.remove(ui.menu_import)
+    bpy.types.TOPBAR_MT_file_import.remove(ops_scene.menu_import)
+    bpy.types.TOPBAR_MT_file_export.remove(ops_scene.menu_export)
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)
     props.unregister()

@@ -1,12 +1,15 @@
 """Export pla4d Gaussians: a sequence of standard 3DGS PLY files (written by :mod:`.asset_io`, the asset's +Y-up
-axes) and a USD point cache (Blender's own exporter, one time sample per frame).
+axes), ``KHR_gaussian_splatting`` GLB (frame 0 + POSITION morph targets, or one GLB per frame) and SPZ (one
+frame, or one file per frame) through the vendored ``pla4d_formats`` writers the engine uses, and a USD point
+cache (Blender's own exporter, one time sample per frame).
 
-Both work from the asset folder or from a bake (:func:`.playback.frame_values` reads either).
+All work from the asset folder or from a bake (:func:`.playback.frame_values` reads either).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +18,14 @@ import numpy as np
 
 from . import asset_io
 from .attributes import ATTR_RGB, BLENDER_ATTR, read_attribute
+from .pla4d_formats.khr_gltf import write_khr_glb
+from .pla4d_formats.sequences import write_sequence
+from .pla4d_formats.spz import write_spz
 from .playback import ImportFailedError, frame_values
 
 
-def export_ply_sequence(obj: Any, folder: str | os.PathLike[str]) -> list[Path]:
-    """Write ``frame_000.ply`` ... (standard 3DGS PLY, the asset's +Y-up axes) with :mod:`.asset_io`'s sequence
-    writer, the one the engine's exports use."""
+def _gaussians_at(obj: Any) -> Callable[[int], dict[str, np.ndarray]]:
+    """Frame t of a pla4d Gaussian object as arrays in the asset's storage convention and axes."""
     props = obj.pla4d
     if props.kind != "GAUSSIANS":
         raise ImportFailedError(f"{obj.name} is not a pla4d Gaussian object")
@@ -40,9 +45,48 @@ def export_ply_sequence(obj: Any, folder: str | os.PathLike[str]) -> list[Path]:
             "sh_dc": sh_dc,
         }
 
+    return gaussians_at
+
+
+def export_ply_sequence(obj: Any, folder: str | os.PathLike[str]) -> list[Path]:
+    """Write ``frame_000.ply`` ... (standard 3DGS PLY, the asset's +Y-up axes) with :mod:`.asset_io`'s sequence
+    writer, the one the engine's exports use."""
+    gaussians_at = _gaussians_at(obj)
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    return asset_io.write_ply_sequence(out, props.frame_count, gaussians_at)
+    return asset_io.write_ply_sequence(out, obj.pla4d.frame_count, gaussians_at)
+
+
+def _fps(context: Any) -> float:
+    render = context.scene.render
+    return float(render.fps) / float(render.fps_base or 1.0)
+
+
+def export_khr_glb(context: Any, obj: Any, path: str | os.PathLike[str]) -> Path:
+    """One KHR_gaussian_splatting GLB: frame 0 as the base, every frame's positions as a morph target, a weights
+    animation at the scene's frame rate (``pla4d_formats.khr_gltf``, the engine's writer)."""
+    gaussians_at = _gaussians_at(obj)
+    count = obj.pla4d.frame_count
+    positions = np.stack([gaussians_at(t)["positions"] for t in range(count)]) if count > 1 else None
+    return write_khr_glb(path, gaussians_at(0), positions, _fps(context), name=obj.name, generator="pla4d add-on")
+
+
+def export_splat_sequence(context: Any, obj: Any, folder: str | os.PathLike[str], kind: str) -> list[Path]:
+    """One file per frame (``frame_000.glb`` / ``.spz`` ...): ``kind`` is ``KHR_GLB`` or ``SPZ``."""
+    fps = _fps(context)
+
+    def glb(path: Path, **gaussians: np.ndarray) -> Path:
+        return write_khr_glb(path, gaussians, fps=fps, name=obj.name, generator="pla4d add-on")
+
+    writer, suffix = (glb, ".glb") if kind == "KHR_GLB" else (write_spz, ".spz")
+    return write_sequence(folder, obj.pla4d.frame_count, _gaussians_at(obj), writer, suffix)
+
+
+def export_spz(context: Any, obj: Any, path: str | os.PathLike[str]) -> Path:
+    """The object's Gaussians at the scene's current frame as one SPZ file (through gsply)."""
+    from .playback import asset_frame
+
+    return write_spz(path, **_gaussians_at(obj)(asset_frame(obj, context.scene.frame_current)))
 
 
 def export_usd(context: Any, obj: Any, path: str | os.PathLike[str]) -> Path:

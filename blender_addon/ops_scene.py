@@ -1,5 +1,6 @@
-"""Operators on the scene, no backend needed: import a 4D asset from disk, bake / free bake, export USD and a PLY
-sequence, refresh the frames of every pla4d object."""
+"""Operators on the scene, no backend needed: import a 4D asset from disk, import splats made elsewhere (PLY
+sequence, SPZ, KHR glTF), bake / free bake, export USD, a PLY sequence, KHR glTF and SPZ, refresh the frames of
+every pla4d object; and the File > Import / Export menu entries."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import os
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import asset_io, exporter, importer, playback
+from . import asset_io, exporter, import_foreign, importer, playback
 
 
 class PLA4D_OT_import_asset(bpy.types.Operator, ImportHelper):
@@ -139,6 +140,125 @@ class PLA4D_OT_export_ply(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class PLA4D_OT_import_foreign(bpy.types.Operator, ImportHelper):
+    """Import Gaussian splats made elsewhere: a 3DGS PLY or a numbered PLY sequence (frame_0001.ply, ...), SPZ, or
+    KHR_gaussian_splatting glTF (morph targets play as frames); they play and bake like pla4d assets"""
+
+    bl_idname = "pla4d.import_foreign"
+    bl_label = "Import Splats (PLY Sequence, SPZ, KHR glTF)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filename_ext = ""
+    filter_glob: StringProperty(default="*.ply;*.spz;*.glb;*.gltf", options={"HIDDEN"})
+    sequence: BoolProperty(
+        name="Sequence",
+        default=True,
+        description="Also read the numbered files beside this one (same name around the digits)",
+    )
+    fps: FloatProperty(name="Frame Rate", default=24.0, min=1.0, max=240.0,
+                       description="Frames per second, for files that do not say")  # fmt: skip
+
+    def execute(self, context: Any) -> set[str]:
+        try:
+            created = import_foreign.import_foreign(context, bpy.path.abspath(self.filepath), self.sequence, self.fps)
+        except (asset_io.AssetReadError, playback.ImportFailedError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        frames = created[0].pla4d.frame_count if created else 0
+        self.report({"INFO"}, f"Imported {', '.join(o.name for o in created)} ({frames} frames)")
+        return {"FINISHED"}
+
+
+class PLA4D_OT_export_splats(bpy.types.Operator, ExportHelper):
+    """Export the active pla4d Gaussians as KHR_gaussian_splatting glTF (morph targets per frame) or SPZ (the
+    current frame)"""
+
+    bl_idname = "pla4d.export_splats"
+    bl_label = "Export Splats"
+
+    filename_ext = ".glb"
+    filter_glob: StringProperty(default="*.glb;*.spz", options={"HIDDEN"})
+    format: EnumProperty(
+        name="Format",
+        items=[("KHR_GLB", "KHR glTF (.glb)", "KHR_gaussian_splatting; every frame's positions as morph targets"),
+               ("SPZ", "SPZ (.spz)", "Niantic's compressed splats, the current frame")],
+        default="KHR_GLB",
+    )  # fmt: skip
+
+    def check(self, _context: Any) -> bool:
+        ext = ".glb" if self.format == "KHR_GLB" else ".spz"
+        changed = self.filename_ext != ext
+        self.filename_ext = ext
+        return ExportHelper.check(self, _context) or changed
+
+    def execute(self, context: Any) -> set[str]:
+        objects = _pla4d_objects(context, ("GAUSSIANS",))
+        if not objects:
+            self.report({"ERROR"}, "Select a pla4d Gaussian object")
+            return {"CANCELLED"}
+        try:
+            if self.format == "KHR_GLB":
+                path = exporter.export_khr_glb(context, objects[0], self.filepath)
+            else:
+                path = exporter.export_spz(context, objects[0], self.filepath)
+        except (playback.ImportFailedError, asset_io.AssetReadError, OSError, ValueError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Wrote {path}")
+        return {"FINISHED"}
+
+
+class PLA4D_OT_export_splat_sequence(bpy.types.Operator):
+    """Export the active pla4d Gaussians as one KHR glTF or SPZ file per frame (frame_000.glb, ...)"""
+
+    bl_idname = "pla4d.export_splat_sequence"
+    bl_label = "Export Splat Sequence"
+
+    directory: StringProperty(subtype="DIR_PATH")
+    format: EnumProperty(
+        name="Format",
+        items=[("KHR_GLB", "KHR glTF (.glb)", "one static KHR_gaussian_splatting GLB per frame"),
+               ("SPZ", "SPZ (.spz)", "one SPZ file per frame")],
+        default="SPZ",
+    )  # fmt: skip
+
+    def invoke(self, context: Any, _event: Any) -> set[str]:
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: Any) -> set[str]:
+        objects = _pla4d_objects(context, ("GAUSSIANS",))
+        if not objects:
+            self.report({"ERROR"}, "Select a pla4d Gaussian object")
+            return {"CANCELLED"}
+        if not self.directory:
+            self.report({"ERROR"}, "Choose a folder")
+            return {"CANCELLED"}
+        try:
+            written = exporter.export_splat_sequence(context, objects[0], bpy.path.abspath(self.directory),
+                                                     self.format)  # fmt: skip
+        except (playback.ImportFailedError, asset_io.AssetReadError, OSError, ValueError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Wrote {len(written)} files to {self.directory}")
+        return {"FINISHED"}
+
+
+def menu_import(self: Any, _context: Any) -> None:
+    self.layout.operator(PLA4D_OT_import_foreign.bl_idname, text="Gaussian Splats (PLY Sequence, SPZ, KHR glTF)")
+
+
+def menu_export(self: Any, _context: Any) -> None:
+    layout = self.layout
+    layout.operator(PLA4D_OT_export_splats.bl_idname, text="pla4d Splats: KHR glTF (.glb)").format = "KHR_GLB"
+    layout.operator(PLA4D_OT_export_splats.bl_idname, text="pla4d Splats: SPZ (.spz)").format = "SPZ"
+    layout.operator(PLA4D_OT_export_splat_sequence.bl_idname, text="pla4d Splats: SPZ Sequence").format = "SPZ"
+    glb_sequence = layout.operator(PLA4D_OT_export_splat_sequence.bl_idname, text="pla4d Splats: KHR glTF Sequence")
+    glb_sequence.format = "KHR_GLB"
+    layout.operator(PLA4D_OT_export_ply.bl_idname, text="pla4d Splats: PLY Sequence")
+    layout.operator(PLA4D_OT_export_usd.bl_idname, text="pla4d Splats: USD Point Cache")
+
+
 class PLA4D_OT_apply_frame(bpy.types.Operator):
     """Re-read the current frame of every pla4d object (after moving an asset folder, for example)"""
 
@@ -161,5 +281,8 @@ CLASSES = (
     PLA4D_OT_unbake,
     PLA4D_OT_export_usd,
     PLA4D_OT_export_ply,
+    PLA4D_OT_import_foreign,
+    PLA4D_OT_export_splats,
+    PLA4D_OT_export_splat_sequence,
     PLA4D_OT_apply_frame,
 )

@@ -1,6 +1,7 @@
 """Niantic's compressed SPZ splat format, through the maintained ``gsply`` library (MIT; numpy + numba), not a codec
 of our own. ``gsply`` is imported when a function here is first called, so the rest of this package (and the
-Blender add-on, which vendors it) works without it; a missing library raises :class:`SpzError` saying so.
+Blender add-on, which vendors it but does not bundle gsply: numba's llvmlite would add ~150 MB to the extension)
+works without it; a missing library raises :class:`SpzError` saying so.
 
 gsply writes the legacy gzip container, version 3 (Niantic's ``load-spz.cc`` layout: 16-byte header, then
 positions, alphas, colours, scales, rotations, SH in one gzip stream) and reads versions 1-4. SPZ's frame is
@@ -41,8 +42,8 @@ def _gsply() -> Any:
         import gsply
     except ImportError as exc:
         raise SpzError(
-            f"SPZ needs the gsply library ({exc}); install it with `pip install gsply` (into Blender's Python for "
-            "the add-on, or build the add-on with `python build_addon.py --with-spz`)"
+            f"SPZ needs the gsply library ({exc}); install it with `python -m pip install gsply` (for the Blender "
+            "add-on: with Blender's own Python, in Blender's python/bin folder)"
         ) from None
     return gsply
 
