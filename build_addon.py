@@ -2,10 +2,11 @@
 
 Usage: ``python build_addon.py [--out DIR] [--no-wheels] [--wheel-cache DIR]``; prints the path of the zip.
 
-The zip is a Blender 4.2+ extension: ``blender_manifest.toml`` (with the ``wheels`` and ``platforms`` it
-bundles written in at build time), the add-on's modules, two vendored sub-packages copied byte for byte (so the
-add-on never needs pla4d or backend installed): ``pla4d_formats`` (the engine's ``pla4d/formats``: 4D asset,
-3DGS PLY, colour and axes, numpy + plyfile) and ``pla4d_client`` (``backend/client.py`` and
+The zip is a Blender 4.2+ extension: ``blender_manifest.toml`` (with the ``wheels`` and ``platforms`` it bundles
+written in at build time), the add-on's modules, two vendored sub-packages copied byte for byte (so the add-on never
+needs pla4d or backend installed): ``pla4d_formats`` (the engine's ``pla4d/formats``: 4D asset, 3DGS PLY, colour and
+axes, numpy + plyfile; KHR glTF splats and sequences too, and SPZ, which needs gsply in Blender's Python: it is not
+bundled, as its numba/llvmlite wheels would add ~150 MB per build) and ``pla4d_client`` (``backend/client.py`` and
 ``backend/protocol.py``, which import each other relatively), and the pyzmq, msgpack and plyfile wheels for every
 platform Blender 4.2 .. 5.0 ships on (all of them use Python 3.11). Blender installs the wheels that match the
 user's platform when the extension is installed.

@@ -189,6 +189,16 @@ def test_export_menu_formats_read_back(addon, tmp_path):
     _canonical, arrays, fps, _files = addon.import_foreign.read_frames(glb, sequence=False)
     np.testing.assert_allclose(arrays["positions"], truth["positions"], atol=1e-6)
     assert fps == 24.0  # the scene's rate, which the import set
+    # Blender's own glTF importer (which knows no splats) reads the same file as points with one shape key per frame.
+    before = set(bpy.data.objects)
+    assert bpy.ops.import_scene.gltf(filepath=str(glb)) == {"FINISHED"}
+    (points,) = [o for o in bpy.data.objects if o not in before and o.type == "MESH"]
+    keys = points.data.shape_keys.key_blocks
+    assert len(points.data.vertices) == N and len(keys) == T + 1 and points.data.shape_keys.animation_data.action
+    for t in range(T):
+        co = np.empty(N * 3, np.float32)
+        keys[t + 1].data.foreach_get("co", co)
+        np.testing.assert_allclose(co.reshape(N, 3), to_blender(truth["positions"][t]), atol=1e-6)
     try:
         import gsply  # noqa: F401
     except ImportError:
