@@ -1,7 +1,8 @@
 """Gaussian attributes between the asset's storage convention (+Y up) and Blender's (+Z up, activated values).
 
 docs/asset-format.md section 6: the asset is +Y up with the front on +Z; Blender is +Z up, so a point
-``(x, y, z)`` becomes ``(x, -z, y)`` and a quaternion ``(w, x, y, z)`` becomes ``(w, x, -z, y)``. The asset stores
+``(x, y, z)`` becomes ``(x, -z, y)`` and a Gaussian's orientation ``q`` becomes ``q_C q`` (C: +90 degrees about X,
+see :func:`rotations_to_blender`). The asset stores
 log-scales, opacity logits and unnormalised quaternions (as ``canonical.ply`` does); Blender's attributes hold
 real scales, opacities in [0, 1] and unit quaternions. The ``*_to_blender`` functions write into ``out`` when
 given, so the add-on's per-frame playback reuses one buffer. Negations go through a temporary column:
@@ -47,16 +48,20 @@ def positions_from_blender(src: np.ndarray) -> np.ndarray:
 
 
 def rotations_to_blender(src: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """(N, 4) quaternions (w, x, y, z), asset axes, unnormalised -> normalised Blender-axes ``(w, x, -z, y)``.
+    """(N, 4) quaternions (w, x, y, z), asset axes, unnormalised -> normalised Blender-axes quaternions.
 
-    The change of axes is a +90 degree rotation C about X, so a rotation R becomes C R C^-1: the vector part
-    transforms like a point and w is unchanged. A zero quaternion becomes the identity."""
+    The change of axes is a +90 degree rotation C about X. A Gaussian's quaternion turns its local axes (the
+    ones its scales belong to) into world axes, so it becomes C R (``q_C q``): its local axes, and so its scales,
+    stay as they are. (C R C^-1, the rule for a rotation acting on world points, would swap the roles of the
+    second and third scale.) With ``q_C = (1, 1, 0, 0) / sqrt 2`` that is ``(w - x, x + w, y - z, z + y)``,
+    normalised. A zero quaternion becomes the identity."""
     if out is None:
         out = np.empty((src.shape[0], 4), dtype=np.float32)
-    out[:, 0] = src[:, 0]
-    out[:, 1] = src[:, 1]
-    out[:, 2] = -src[:, 3]
-    out[:, 3] = src[:, 2]
+    w, x, y, z = src[:, 0], src[:, 1], src[:, 2], src[:, 3]
+    out[:, 0] = w - x
+    out[:, 1] = x + w
+    out[:, 2] = y - z
+    out[:, 3] = z + y
     norm = np.sqrt(np.einsum("ij,ij->i", out, out))
     bad = norm < 1e-12
     if bad.any():
@@ -67,13 +72,10 @@ def rotations_to_blender(src: np.ndarray, out: np.ndarray | None = None) -> np.n
 
 
 def rotations_from_blender(src: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`rotations_to_blender` (normalised (w, x, y, z) in asset axes)."""
-    out = np.empty((src.shape[0], 4), dtype=np.float32)
-    out[:, 0] = src[:, 0]
-    out[:, 1] = src[:, 1]
-    out[:, 2] = src[:, 3]
-    out[:, 3] = -src[:, 2]
-    return out
+    """Inverse of :func:`rotations_to_blender` (``q_C^-1 q``; normalised (w, x, y, z) in asset axes)."""
+    w, x, y, z = (src[:, i].astype(np.float32) for i in range(4))
+    out = np.stack([w + x, x - w, y + z, z - y], axis=1).astype(np.float32)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def scales_to_blender(log_scales: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
