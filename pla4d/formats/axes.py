@@ -58,10 +58,10 @@ def rotations_to_blender(src: np.ndarray, out: np.ndarray | None = None) -> np.n
     if out is None:
         out = np.empty((src.shape[0], 4), dtype=np.float32)
     w, x, y, z = src[:, 0], src[:, 1], src[:, 2], src[:, 3]
-    out[:, 0] = w - x
-    out[:, 1] = x + w
-    out[:, 2] = y - z
-    out[:, 3] = z + y
+    np.subtract(w, x, out=out[:, 0])  # ufuncs into the columns: no temporaries on the add-on's per-frame path
+    np.add(x, w, out=out[:, 1])
+    np.subtract(y, z, out=out[:, 2])
+    np.add(z, y, out=out[:, 3])
     norm = np.sqrt(np.einsum("ij,ij->i", out, out))
     bad = norm < 1e-12
     if bad.any():
