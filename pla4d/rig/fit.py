@@ -13,6 +13,7 @@ from pla4d.formats.rig import RigData
 from pla4d.rig.hierarchy import build_skeleton
 from pla4d.rig.skinning import skin_gaussians
 from pla4d.rig.ssdr import RigError, check_points, fit_skinning, reconstruct
+from pla4d.rig.threads import single_blas_thread
 
 __all__ = ["RigError", "build_rig", "rig_errors", "rigged_gaussians"]
 
@@ -37,7 +38,8 @@ def build_rig(
     if any(p.ndim != 3 or p.shape[0] != g.shape[0] for p in parts):
         raise RigError(f"the Gaussians and the mesh must have the same frames, got {[p.shape for p in parts]}")
     points = check_points(np.concatenate(parts, axis=1), bones)
-    fit = fit_skinning(points, bones, influences, iterations, seed=seed)
+    with single_blas_thread():
+        fit = fit_skinning(points, bones, influences, iterations, seed=seed)
     rest = points[0]
     skeleton = build_skeleton(rest, fit.transforms, fit.joints, fit.weights)
     new_of = np.empty_like(skeleton.order)
