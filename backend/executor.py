@@ -2,8 +2,9 @@
 
 The scheduler (``backend/scheduler.py``) decides which queued job goes next; an :class:`Executor` owns the device
 slots and runs a job on one of them, delivers its events and tells when its run ended. :class:`LocalExecutor`
-runs one ``python -m backend.worker`` subprocess per slot on this machine; a cluster executor (Ray) implements the
-same interface for jobs on other machines. Neither the scheduler nor the request handlers know which one runs.
+runs one ``python -m backend.worker`` subprocess per slot on this machine; :class:`backend.executor_ray.RayExecutor`
+implements the same interface for jobs on a Ray cluster (imported only with ``--executor ray``). Neither the
+scheduler nor the request handlers know which one runs.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ class JobSink(Protocol):
     def job_event(self, job_id: str, event: dict[str, Any], raw: list[Any]) -> None:
         """An event the job's run emitted (``event["event"]`` names it; ``raw``: preview arrays)."""
 
-    def job_ended(self, job_id: str, reason: str) -> None:
+    def job_ended(self, job_id: str, reason: str, retry: bool = False) -> None:
         """The job's run is over and its slot is free. Called after its last event; a run that ended without a
-        terminal event (``done``/``failed``/``cancelled``) crashed, and ``reason`` says how and where to look."""
+        terminal event (``done``/``failed``/``cancelled``) crashed, and ``reason`` says how and where to look.
+        ``retry``: the run was lost with its machine (not the job's fault), so it may run again elsewhere."""
 
 
 class Executor(ABC):

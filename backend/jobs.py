@@ -296,7 +296,8 @@ class Jobs:
         if len(self.store.queued_ids()) >= self.max_queue:
             raise ProtocolError(Code.QUEUE_FULL, f"{self.max_queue} jobs queued already (--max-queue)")
         self._check_inputs(ident, inputs)
-        job = self.store.create(kind, {"kind": kind, "settings": settings, "prompt": prompt})
+        client = self.transport.client_id(ident)  # the scheduler's fair order takes turns by client
+        job = self.store.create(kind, {"kind": kind, "settings": settings, "prompt": prompt, "client": client})
         job_dir = self.jobs_dir / job["id"]
         (job_dir / "inputs").mkdir(parents=True)
         spec_inputs = {}
@@ -310,7 +311,7 @@ class Jobs:
                 "prompt": prompt, "models": self.models}  # fmt: skip
         (job_dir / "job.json").write_text(json.dumps(spec, indent=1))
         self.scheduler.subscribe(job["id"], ident, limit=False)
-        self.scheduler.update_positions(announce=False)
+        self.scheduler.update_positions()  # a new client's job may move others back (the fair order)
         position = self.scheduler.positions.get(job["id"], 0)
         seq = self.scheduler.event(job["id"], {"event": "accepted", "queue_position": position})
         return {"job_id": job["id"], "state": "queued", "queue_position": position, "seq": seq}

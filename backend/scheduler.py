@@ -1,7 +1,8 @@
 """The job queue: which job runs next, queue positions, job events to subscribers, recovery after a restart.
 
-Jobs run FIFO on the executor's free slots (``backend/executor.py``); the scheduler talks to nothing else about
-where or how a job runs. The SQLite store is the truth: a job's state and every stored event live there.
+Jobs run on the executor's free slots (``backend/executor.py``) in a fair order across clients (:func:`fair_order`,
+the rule in docs/protocol.md); the scheduler talks to nothing else about where or how a job runs. The SQLite store
+is the truth: a job's state and every stored event live there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,22 @@ Send = Callable[[bytes, str, dict[str, Any], Any, list[Any] | None], None]
 MAX_SUBSCRIBERS = 256  # per job
 
 
+def fair_order(queued: list[tuple[str, str]], running_per_client: dict[str, int]) -> list[str]:
+    """The order queued jobs start in: round-robin over clients.
+
+    ``queued``: ``(job id, client)`` oldest first; ``running_per_client``: how many jobs each client has running.
+    A client's n-th queued job (from 0) is in round ``running + n``; jobs start by round, and within a round in the
+    order they were submitted. So a client with twenty jobs queued gets one start per round, and a client who submits
+    one job later goes before that client's second job; a client with jobs running waits for those who have none."""
+    count: dict[str, int] = {}
+    keyed = []
+    for index, (job_id, client) in enumerate(queued):
+        n = count.get(client, 0)
+        count[client] = n + 1
+        keyed.append((running_per_client.get(client, 0) + n, index, job_id))
+    return [job_id for _, _, job_id in sorted(keyed)]
+
+
 class Scheduler:
     def __init__(self, store: JobStore, jobs_dir: Path, executor: Executor, send: Send, max_attempts: int):
         self.store = store
@@ -30,6 +47,7 @@ class Scheduler:
         self.subs: dict[str, set[bytes]] = {}  # job id -> client identities that get its events
         self.previews: dict[str, tuple[dict[str, Any], list[Any]]] = {}  # job id -> its latest preview
         self.positions: dict[str, int] = {}  # job id -> queue position (0: running)
+        self.clients: dict[str, str] = {}  # job id -> the client that submitted it (for the fair order)
         executor.attach(self)
 
     # ------------------------------------------------------------------ events
@@ -70,14 +88,30 @@ class Scheduler:
         self.subs.pop(job_id, None)
         self.previews.pop(job_id, None)
         self.positions.pop(job_id, None)
+        self.clients.pop(job_id, None)
 
     def forget(self, job_id: str) -> None:
         """A deleted job: no subscribers are kept for it."""
         self.subs.pop(job_id, None)
 
     # ------------------------------------------------------------------ queue
+    def client_of(self, job_id: str) -> str:
+        """Who submitted a job (its request's ``client``; jobs from before that was kept share one name)."""
+        if job_id not in self.clients:
+            job = self.store.get(job_id)
+            self.clients[job_id] = str((job or {}).get("request", {}).get("client", ""))
+        return self.clients[job_id]
+
+    def queue_order(self) -> list[str]:
+        """The queued jobs in the order they will start (:func:`fair_order`)."""
+        running: dict[str, int] = {}
+        for job_id in self.executor.running():
+            client = self.client_of(job_id)
+            running[client] = running.get(client, 0) + 1
+        return fair_order([(job_id, self.client_of(job_id)) for job_id in self.store.queued_ids()], running)
+
     def update_positions(self, announce: bool = True) -> None:
-        new = {job_id: i + 1 for i, job_id in enumerate(self.store.queued_ids())}
+        new = {job_id: i + 1 for i, job_id in enumerate(self.queue_order())}
         for job_id in self.executor.running():
             new[job_id] = 0
         for job_id, pos in new.items():
@@ -86,9 +120,9 @@ class Scheduler:
         self.positions = new
 
     def schedule(self) -> None:
-        """Start queued jobs, oldest first, on the executor's free slots."""
+        """Start queued jobs, in the fair order, on the executor's free slots."""
         for slot in self.executor.free_slots():
-            queued = self.store.queued_ids()
+            queued = self.queue_order()
             if not queued:
                 return
             job = self.store.get(queued[0])
@@ -149,11 +183,22 @@ class Scheduler:
             return
         self.event(job_id, event)
 
-    def job_ended(self, job_id: str, reason: str) -> None:
+    def job_ended(self, job_id: str, reason: str, retry: bool = False) -> None:
         job = self.store.get(job_id)
         if job is not None and job["state"] == "running":
             if (self.jobs_dir / job_id / "cancel").exists():
                 self.finish(job_id, "cancelled", {"reason": "worker stopped on cancel"})
+            elif retry and job["attempts"] < self.max_attempts:
+                # Lost with its machine: it runs again on another (cached stages kept where they are shared).
+                self.store.update(job_id, state="queued", stage=None)
+                self.positions.pop(job_id, None)  # its own position comes with the reason, below
+                self.update_positions()
+                why = f"{reason}; it runs again (attempt {job['attempts'] + 1} of {self.max_attempts})"
+                self.event(job_id, {"event": "queue", "queue_position": self.positions[job_id], "reason": why})
+                return
+            elif retry:
+                message = f"{reason}; failed after {job['attempts']} attempts (--max-attempts {self.max_attempts})"
+                self.finish(job_id, "failed", {"code": Code.WORKER_CRASHED, "message": message})
             else:
                 self.finish(job_id, "failed", {"code": Code.WORKER_CRASHED, "message": reason})
         self.update_positions()

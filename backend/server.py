@@ -6,7 +6,8 @@
   list, cancel, delete, subscribe, fetch);
 - :mod:`backend.scheduler`: the queue, queue positions, job events, recovery after a restart;
 - :mod:`backend.executor`: where jobs run (:class:`~backend.executor.LocalExecutor`: one worker process per device
-  slot); the scheduler talks only to this interface;
+  slot; ``--executor ray``: :mod:`backend.executor_ray`, jobs on a Ray cluster); the scheduler talks only to this
+  interface;
 - :mod:`backend.store`: the SQLite job store.
 
 The socket loop never runs engine code: each job runs in a worker that reports its events back to the loop,
@@ -46,7 +47,8 @@ UPLOAD_EXPIRY_CHECK_S = 5.0
 class Server:
     """One backend: a transport, uploads, job handlers and a scheduler over an executor, sharing one job store.
 
-    ``executor``: where jobs run; default a :class:`LocalExecutor` over ``device``'s slots."""
+    ``executor``: where jobs run; default a :class:`LocalExecutor` over ``device``'s slots, or with ``cluster`` (the
+    keyword arguments of :class:`backend.executor_ray.RayExecutor`) a Ray cluster's."""
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class Server:
         models: dict[str, str] | None = None,
         executor: Executor | None = None,
         machine_facts: bool = True,
+        cluster: dict[str, Any] | None = None,
     ):
         from pla4d.config import PRESETS  # light: dataclasses only, no torch
 
@@ -87,7 +90,9 @@ class Server:
             self.ctx.term()
             raise
         self.store = JobStore(self.data / "jobs.sqlite")
-        if executor is None:
+        if executor is None and cluster is not None:
+            executor = ray_executor(self.ctx, self.data / "jobs", cluster)
+        elif executor is None:
             executor = LocalExecutor(self.ctx, self.data / "jobs", devices)
         self.executor = executor
         self.scheduler = Scheduler(self.store, self.data / "jobs", executor, self.transport.send, max_attempts)
@@ -138,6 +143,15 @@ class Server:
         self.transport.close()
         self.ctx.term()
         self.store.close()
+
+
+def ray_executor(ctx: zmq.Context, jobs_dir: Path, cluster: dict[str, Any]) -> Executor:
+    """The Ray executor (ray is imported here only: the local path never loads it)."""
+    try:
+        from backend.executor_ray import RayExecutor
+    except ImportError as exc:
+        raise ValueError(f"--executor ray needs ray: pip install 'pla4d[cluster]' ({exc})") from None
+    return RayExecutor(ctx, jobs_dir, **cluster)
 
 
 def private_dir(path: Path) -> None:
@@ -204,12 +218,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs of a job across backend restarts before it fails as INTERRUPTED (default 2)",
     )
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without authentication")
+    add_cluster_options(p)
     p.add_argument(
         "--no-machine-facts",
         action="store_true",
         help="skip `pla4d doctor`'s check of this machine at start (the hello then carries no facts)",
     )
     return p
+
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (docs/cluster.md)")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where jobs run: local worker processes (default) or a Ray cluster")  # fmt: skip
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="auto, HOST:PORT or ray://HOST:PORT (default: start a Ray of this machine)")  # fmt: skip
+    g.add_argument("--ray-resource", default="GPU", metavar="NAME",
+                   help="the Ray resource one job asks for: GPU (default) or a custom resource name")  # fmt: skip
+    g.add_argument("--ray-per-job", type=float, default=1.0, metavar="N", help="how much of it (default 1)")
+    g.add_argument("--ray-memory-mb", type=int, default=0, metavar="MB",
+                   help="memory one job asks Ray for (default 0: no request)")  # fmt: skip
+    g.add_argument("--shared-dir", metavar="DIR",
+                   help="a folder every node mounts at this path: jobs run there (a retried job resumes from its "
+                   "stage cache); default: each node's own disk, results streamed back through Ray")  # fmt: skip
+
+
+def cluster_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--executor ray``'s options as :class:`backend.executor_ray.RayExecutor` arguments (None: local)."""
+    if args.executor != "ray":
+        return None
+    address = None if args.ray_address in (None, "", "none") else args.ray_address
+    return {"address": address, "resource": args.ray_resource, "per_job": args.ray_per_job,
+            "memory_mb": args.ray_memory_mb, "shared_dir": args.shared_dir}  # fmt: skip
 
 
 def _keygen_main(argv: list[str]) -> int:
@@ -241,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(
             args.data_dir, args.bind, args.device, args.preset, secret, args.curve_key, args.curve_clients,
             args.rate, args.burst, args.max_upload_mb << 20, args.max_queue, args.max_attempts, args.insecure,
-            models, machine_facts=not args.no_machine_facts,
+            models, machine_facts=not args.no_machine_facts, cluster=cluster_options(args),
         )  # fmt: skip
     except (ValueError, OSError, zmq.ZMQError) as exc:
         print(f"pla4d-backend: error: {exc}", file=sys.stderr)

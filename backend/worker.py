@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from backend.inputs import check_frames_zip, frame_members
 from backend.protocol import Code, array_frames, pack
 
 RESULT_DIR = "result"
+STAMP_EVENTS = os.environ.get("PLA4D_EVENT_CLOCK") == "1"  # each event carries the wall time it was sent at
 FRAMES_DIR = "inputs/frames"
 
 
@@ -95,6 +97,8 @@ class Reporter:
         if name == "preview":
             descs, raw = array_frames(event.pop("points"))
             event["arrays"] = descs
+        if STAMP_EVENTS:
+            event["sent_at"] = time.time()  # benchmarks/cluster_bench.py: event latency to the client
         self.sock.send_multipart([self.token, pack({"event": name, **_plain(event)}), *raw], copy=False)
 
     def should_cancel(self) -> bool:

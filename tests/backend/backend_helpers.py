@@ -96,3 +96,106 @@ def worker_pids(data_dir: Path) -> list[int]:
         if b"backend.worker" in cmd and any(str(data_dir).encode() in part for part in cmd):
             pids.append(int(proc.name))
     return pids
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayCluster:
+    """A real Ray cluster of separate node processes on this machine (``ray start --block``, one process group per
+    node, stopped by its id: never ``ray stop``, which kills by name). Each node declares logical GPUs.
+
+    Address: Ray replaces 127.0.0.1 by the machine's own interface address (``resolve_ip_for_localhost`` in
+    ray/_private/services.py) and its GCS and raylets listen on all interfaces; every process is on this machine,
+    the nodes join through 127.0.0.1:PORT and the backend under test binds 127.0.0.1 only."""
+
+    RAY = str(Path(sys.executable).with_name("ray"))
+
+    def __init__(self, env: dict[str, str] | None = None):
+        import tempfile
+
+        # Ray's unix sockets live under the temp dir: a short path keeps them under the 107-byte limit.
+        self.temp = tempfile.mkdtemp(prefix="pla4d-ray-", dir="/tmp")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1",
+                        # a lost node is noticed in ~3 s instead of ~30 s
+                        RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3",
+                        RAY_health_check_initial_delay_ms="1000", **(env or {}))  # fmt: skip
+        self.nodes: list[subprocess.Popen] = []
+
+    def _start(self, args: list[str], name: str, cpus: str | None) -> subprocess.Popen:
+        log = open(Path(self.temp) / f"{name}.log", "ab")  # noqa: SIM115
+        cmd = [self.RAY, "start", *args, "--block", "--disable-usage-stats", "--num-cpus", "1"]
+        if cpus is not None:  # one core per node, so that nodes do not share cores (benchmarks)
+            cmd = ["taskset", "-c", cpus, *cmd]
+        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        log.close()
+        self.nodes.append(proc)
+        return proc
+
+    def head(self, gpus: int = 1, cpus: str | None = None) -> subprocess.Popen:
+        return self._start(["--head", "--port", str(self.port), "--node-ip-address", "127.0.0.1", "--num-gpus",
+                            str(gpus), "--include-dashboard", "false", "--temp-dir", self.temp,
+                            "--ray-client-server-port", str(free_port())], "head", cpus)  # fmt: skip
+
+    def node(self, gpus: int = 1, cpus: str | None = None) -> subprocess.Popen:
+        return self._start(["--address", self.address, "--num-gpus", str(gpus)], f"node{len(self.nodes)}", cpus)
+
+    @staticmethod
+    def kill(proc: subprocess.Popen) -> None:
+        """A node's sudden death: its processes (raylet, workers, the job's worker) get SIGKILL at once."""
+        below = RayCluster.descendants([proc.pid])
+        for pid in [proc.pid, *below]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(10)
+
+    @staticmethod
+    def descendants(pids: list[int]) -> list[int]:
+        """Every process below these (Ray's workers start sessions of their own, so process groups miss them)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = [], list(pids)
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
+
+    def stop(self) -> None:
+        below = self.descendants([p.pid for p in self.nodes])  # before their parents go and they are re-parented
+        for proc in reversed(self.nodes):  # worker nodes first, the head last
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # anything of that node still alive
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        import shutil
+
+        shutil.rmtree(self.temp, ignore_errors=True)
