@@ -227,6 +227,7 @@ def measure(run: Path, clip_dir: Path | None, every: int, sheets: Path | None) -
         if gt is not None:
             entry["mean_track_error_px"] = {v: round(float(np.mean([x["track_error_px"][v] for x in per[1:]] or [0])),
                                                      2) for v in names}  # fmt: skip
+            entry["max_track_error_px"] = {v: max(x["track_error_px"][v] for x in per) for v in names}
             entry["min_own_share"] = min(x["own_share"] for x in per)
         summary["parts"][part] = entry
     return {"frames": records, "summary": summary}

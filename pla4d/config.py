@@ -141,6 +141,14 @@ class MotionConfig:
     # which then accumulates). Measured (harness, draft, novel views every 3rd frame): khr_fox_walk 21.60 -> 21.86
     # dB, three_robot_dance 19.40 -> 19.69; 0.3 and 0.7 did no better; khr_cesiumman (no prior) 22.10 -> 21.46.
     frame_curriculum: float = 0.5
+    # Coarse part motion (pla4d/deform/parts.py, issue 21): ``parts`` k-means clusters of the canonical Gaussians,
+    # each turned and moved rigidly per frame and blended over its ``part_neighbours`` nearest, under the fine
+    # field, so a limb swung past its own width is turned whole by whatever of it still overlaps. 0: off.
+    # ``parts_first``: the fraction of the iterations over which only the part motion trains (the fine field after).
+    parts: int = 0
+    part_neighbours: int = 4
+    lr_parts: float = 5e-3
+    parts_first: float = 0.0
     # Joint fine-tune of the canonical Gaussians (off: the paper trains only the field).
     train_canonical: bool = False
     canonical_lr_scale: float = 0.1  # times the static stage's learning rates

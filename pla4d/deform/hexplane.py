@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pla4d.deform.mirror import lift_depth
+from pla4d.deform.parts import PartMotion, quaternion_product
 
 __all__ = ["Deltas", "DeformationField", "frame_time"]
 
@@ -68,6 +69,7 @@ class Deltas:
     d_quats: Tensor
     d_log_scales: Tensor
     d_opacity: Tensor
+    turn: Tensor | None = None  # unit quaternions of the part motion's rotation, applied after d_quats
 
 
 class DeformationField(nn.Module):
@@ -98,6 +100,8 @@ class DeformationField(nn.Module):
         deform_opacity: bool = True,
         depth_lift: dict | None = None,
         log_scale_bound: float | None = None,
+        parts: int = 0,
+        part_neighbours: int = 4,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -146,6 +150,8 @@ class DeformationField(nn.Module):
         self.head_quats = nn.Linear(feat, 4)
         self.head_scales = nn.Linear(feat, 3)
         self.head_opacity = nn.Linear(feat, 1)
+        # Coarse part motion under the fine field (pla4d/deform/parts.py; 0 parts: none).
+        self.part_motion = PartMotion(parts, self.time_resolution, part_neighbours) if parts > 0 else None
         for head in (self.head_means, self.head_quats, self.head_scales, self.head_opacity):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -156,7 +162,10 @@ class DeformationField(nn.Module):
         return [*self.spatial, *self.temporal]
 
     def mlp_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if not name.startswith(("spatial", "temporal"))]
+        return [p for name, p in self.named_parameters() if not name.startswith(("spatial", "temporal", "part_"))]
+
+    def part_parameters(self) -> list[nn.Parameter]:
+        return [] if self.part_motion is None else list(self.part_motion.parameters())
 
     def config(self) -> dict:
         """Constructor arguments (to rebuild the field before loading a state dict)."""
@@ -173,6 +182,8 @@ class DeformationField(nn.Module):
             "deform_opacity": self.deform_opacity,
             "depth_lift": self.depth_lift,
             "log_scale_bound": self.log_scale_bound,
+            "parts": 0 if self.part_motion is None else self.part_motion.parts,
+            "part_neighbours": 4 if self.part_motion is None else self.part_motion.neighbours,
         }
 
     # ------------------------------------------------------------------------------------------ features
@@ -226,6 +237,10 @@ class DeformationField(nn.Module):
         bias = torch.cat([head.bias for head in heads])
         parts = iter(torch.split(F.linear(h, weight, bias), [head.out_features for head in heads], dim=-1))
         d_means = next(parts)
+        turn = None
+        if self.part_motion is not None:
+            coarse, turn = self.part_motion(means, times)
+            d_means = d_means + coarse
         if self.depth_lift is not None:
             d_means = self._lift(d_means, means)
         d_quats = next(parts) if self.deform_rotations else h.new_zeros(*h.shape[:-1], 4)
@@ -233,9 +248,10 @@ class DeformationField(nn.Module):
         if self.deform_scales and self.log_scale_bound is not None:
             d_scales = self.log_scale_bound * torch.tanh(d_scales / self.log_scale_bound)
         d_opacity = next(parts)[..., 0] if self.deform_opacity else h.new_zeros(h.shape[:-1])
-        out = Deltas(d_means, d_quats, d_scales, d_opacity)
+        out = Deltas(d_means, d_quats, d_scales, d_opacity, turn)
         if single:
-            out = Deltas(out.d_means[0], out.d_quats[0], out.d_log_scales[0], out.d_opacity[0])
+            out = Deltas(out.d_means[0], out.d_quats[0], out.d_log_scales[0], out.d_opacity[0],
+                         None if turn is None else turn[0])  # fmt: skip
         return out
 
     def _lift(self, d_means: Tensor, points: Tensor) -> Tensor:
@@ -256,6 +272,8 @@ class DeformationField(nn.Module):
         q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         q = q + d.d_quats
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        if d.turn is not None:
+            q = quaternion_product(d.turn, q)
         return means + d.d_means, q, torch.exp(log_scales + d.d_log_scales), torch.sigmoid(opacity_logits + d.d_opacity)
 
     def deform_points(self, points: Tensor, t: float | Tensor) -> Tensor:
@@ -276,6 +294,8 @@ class DeformationField(nn.Module):
         for plane in self.temporal:
             row = plane[:, :, below] * (1.0 - weight) + plane[:, :, above] * weight  # (3, C, r)
             plane[:, :, below + 1 :] = row[:, :, None, :]
+        if self.part_motion is not None:
+            self.part_motion.hold_after(position)
 
     # ------------------------------------------------------------------------------------------ regularisers
 
@@ -293,6 +313,8 @@ class DeformationField(nn.Module):
         for plane in self.temporal:
             if plane.shape[-2] >= 3:
                 total = total + (plane[..., 2:, :] - 2 * plane[..., 1:-1, :] + plane[..., :-2, :]).pow(2).mean()
+        if self.part_motion is not None:
+            total = total + self.part_motion.time_smoothness()
         return total
 
     def time_sparsity(self) -> Tensor:

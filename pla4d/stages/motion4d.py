@@ -104,6 +104,8 @@ def build_field(cfg: MotionConfig, num_frames: int, seed: int = 0) -> Deformatio
         deform_scales=cfg.deform_scales,
         deform_opacity=cfg.deform_opacity,
         log_scale_bound=cfg.log_scale_bound,
+        parts=cfg.parts,
+        part_neighbours=cfg.part_neighbours,
         seed=seed,
     )
 
@@ -126,6 +128,8 @@ class MotionOptimizer:
             {"params": field_.grid_parameters(), "lr": cfg.lr_grid, "name": "grid"},
             {"params": field_.mlp_parameters(), "lr": cfg.lr_mlp, "name": "mlp"},
         ]
+        if field_.part_motion is not None:
+            groups.append({"params": field_.part_parameters(), "lr": cfg.lr_parts, "name": "parts"})
         if cfg.train_canonical:
             sc = StaticConfig()
             static_lrs = {"means": sc.lr_means, "quats": sc.lr_quats, "log_scales": sc.lr_scales,
@@ -135,10 +139,19 @@ class MotionOptimizer:
         self.adam = torch.optim.Adam(groups, eps=1e-15)
         self.decay = cfg.lr_final_ratio ** (1.0 / max(total, 1))
         self.model = model if cfg.train_canonical else None
+        # Coarse first: over the first ``parts_first`` of the iterations only the part motion trains.
+        self.fine_from = int(cfg.parts_first * total) if field_.part_motion is not None else 0
+        self.iteration = 0
 
     def step(self, loss: Tensor) -> None:
         self.adam.zero_grad(set_to_none=True)
         loss.backward()
+        if self.iteration < self.fine_from:
+            for group in self.adam.param_groups:
+                if group["name"] != "parts":
+                    for p in group["params"]:
+                        p.grad = None  # Adam skips a parameter without a gradient
+        self.iteration += 1
         self.adam.step()
         for group in self.adam.param_groups:
             group["lr"] *= self.decay
@@ -218,7 +231,11 @@ def train_motion(
     model = canonical.to(device)
     grad_flags = [p.requires_grad for p in model.parameters()]  # the caller's, given back at the end
     reference = _static_reference(model, cfg)
-    field_ = (field_ or build_field(cfg, num_frames, seed=seed)).to(device)
+    if field_ is None:
+        field_ = build_field(cfg, num_frames, seed=seed)
+        if field_.part_motion is not None:
+            field_.part_motion.place(model.means)
+    field_ = field_.to(device)
     if radius is None:
         radius = float(front.centers()[0].norm())
     pool = ViewPool(front, cfg.view_pool, cfg, radius, generator)
