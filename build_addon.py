@@ -5,15 +5,16 @@ Usage: ``python build_addon.py [--out DIR] [--no-wheels] [--wheel-cache DIR]``; 
 The zip is a Blender 4.2+ extension: ``blender_manifest.toml`` (with the ``wheels`` and ``platforms`` it bundles
 written in at build time), the add-on's modules, two vendored sub-packages copied byte for byte (so the add-on never
 needs pla4d or backend installed): ``pla4d_formats`` (the engine's ``pla4d/formats``: 4D asset, 3DGS PLY, colour and
-axes, numpy + plyfile; KHR glTF splats and sequences too, and SPZ, which needs gsply in Blender's Python: it is not
-bundled, as its numba/llvmlite wheels would add ~150 MB per build) and ``pla4d_client`` (``backend/client.py`` and
-``backend/protocol.py``, which import each other relatively), and the pyzmq, msgpack and plyfile wheels for every
-platform Blender 4.2 .. 5.0 ships on (all of them use Python 3.11). Blender installs the wheels that match the
-user's platform when the extension is installed.
+axes, numpy + plyfile; KHR glTF splats through pygltflib, and sequences; and SPZ, which needs gsply in Blender's
+Python: it is not bundled, as its numba/llvmlite wheels would add ~150 MB per build) and ``pla4d_client``
+(``backend/client.py`` and ``backend/protocol.py``, which import each other relatively), and the wheels of
+``PACKAGES`` (pyzmq, msgpack, plyfile, pygltflib and its dependencies) for every platform Blender 4.2 .. 5.0 ships on
+(all of them use Python 3.11). Blender installs the wheels that match the user's platform when the extension is
+installed.
 
 The wheels are fetched once with ``pip download`` into a cache folder (default ``build/addon_wheels/``,
 ignored by git) and reused by later builds and by the tests. ``--no-wheels`` builds a zip without them, for
-environments that already have pyzmq, msgpack and plyfile (a fast local check); the real build is the default.
+environments that already have those packages (a fast local check); the real build is the default.
 """
 
 from __future__ import annotations
@@ -36,7 +37,24 @@ DEFAULT_CACHE = ROOT / "build" / "addon_wheels"
 PYTHON_VERSION = "3.11"  # Blender 4.2 LTS, 4.5 LTS and 5.0 all embed CPython 3.11
 # Pinned so that every build of one add-on version bundles the same bytes. plyfile 1.1.3 is the newest release that
 # still accepts numpy 1.x (Blender 4.2 .. 5.0 ship numpy 1.26); it is pure Python (one py3-none-any wheel).
-PACKAGES = {"pyzmq": "27.3.0", "msgpack": "1.2.4", "plyfile": "1.1.3"}
+# pygltflib (the KHR_gaussian_splatting glTF container, pla4d/formats/khr_gltf.py) and its dependency closure: all pure
+# Python but wrapt (one binary wheel per platform). Blender's Python has none of them: its site-packages hold numpy,
+# requests (with certifi, charset-normalizer, idna, urllib3), zstandard, cython, autopep8, pycodestyle, toml, meson
+# and setuptools, so packaging (marshmallow's dependency) comes along too.
+PACKAGES = {
+    "pyzmq": "27.3.0",
+    "msgpack": "1.2.4",
+    "plyfile": "1.1.3",
+    "pygltflib": "1.16.5",
+    "dataclasses-json": "0.6.7",
+    "marshmallow": "3.26.2",  # dataclasses-json 0.6.7 needs marshmallow < 4
+    "typing-inspect": "0.9.0",
+    "mypy-extensions": "1.2.0",
+    "typing-extensions": "4.16.0",
+    "packaging": "26.4",
+    "deprecated": "1.3.1",
+    "wrapt": "2.5.2",
+}
 # Blender platform name -> pip --platform tags to ask for (first match wins; pip accepts compatible older tags).
 PLATFORMS = {
     "windows-x64": ("win_amd64",),
@@ -59,13 +77,18 @@ class BuildError(RuntimeError):
 
 def _wheel_for(cache: Path, package: str, version: str, platform: str) -> Path | None:
     """The cached wheel of ``package==version`` for a Blender platform and CPython 3.11, if there is one
-    (a pure-Python ``py3-none-any`` wheel serves every platform)."""
+    (a pure-Python ``py3-none-any`` or ``py2.py3-none-any`` wheel serves every platform). Wheel file names spell the
+    project name normalised (``dataclasses_json``, ``deprecated``), so names are compared that way."""
     pattern = _PLATFORM_TAG[platform]
-    prefix = f"{package}-{version}-"
+    name = re.sub(r"[-_.]+", "_", package).lower()
     py = "cp" + PYTHON_VERSION.replace(".", "")
-    for path in sorted(cache.glob(f"{package}-{version}-*.whl")):
-        tags = path.name[len(prefix) : -len(".whl")]
-        if tags == "py3-none-any" or ((f"{py}-{py}" in tags or "abi3" in tags) and pattern.search(tags)):
+    for path in sorted(cache.glob("*.whl")):
+        parts = path.name[: -len(".whl")].split("-")
+        if len(parts) < 5 or re.sub(r"[-_.]+", "_", parts[0]).lower() != name or parts[1] != version:
+            continue
+        tags = "-".join(parts[-3:])
+        pure = tags.endswith("-none-any") and "py3" in parts[-3].split(".")
+        if pure or ((f"{py}-{py}" in tags or "abi3" in tags) and pattern.search(tags)):
             return path
     return None
 

@@ -90,11 +90,13 @@ def test_package_imports_only_stdlib_numpy_and_plyfile() -> None:
             else:
                 continue
             # spz.py alone reaches for gsply (SPZ's maintained codec), inside its functions: the rest works without it.
-            extra = {"gsply"} if path.name == "spz.py" else set()
+            # khr_gltf.py alone uses pygltflib (the glTF container; the add-on bundles its wheels).
+            extra = {"spz.py": {"gsply"}, "khr_gltf.py": {"pygltflib"}}.get(path.name, set())
             assert set(roots) <= allowed | extra, f"{path.name} imports {roots}"
     # And importing it pulls in neither torch nor the rest of pla4d (what the add-on relies on).
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import formats.asset, formats.axes, formats.colour, formats.ply; "
+        "import sys; sys.path.insert(0, sys.argv[1]); import formats.asset, formats.axes, formats.colour, formats.ply, "
+        "formats.khr_gltf; "
         "assert not {'torch', 'pla4d', 'PIL', 'trimesh'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code, str(FORMATS.parent)], check=True)

@@ -143,9 +143,10 @@ def test_our_reader_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read.canonical["sh_rest"], g["sh_rest"])
 
 
-def hand_written_gltf(path: Path, n: int = 6) -> dict[str, np.ndarray]:
-    """A .gltf (JSON + data URI) written to the spec by hand: int16-normalised rotations, uint8-normalised
-    opacities, an interleaved POSITION/SCALE view, and lin_rec709_display colours."""
+def hand_written_gltf(path: Path, n: int = 6, buffer: str = "octet-stream") -> dict[str, np.ndarray]:
+    """A .gltf written to the spec by hand: int16-normalised rotations, uint8-normalised opacities, an interleaved
+    POSITION/SCALE view, and lin_rec709_display colours. ``buffer``: the data URI's media type (``octet-stream`` or
+    ``gltf-buffer``, both allowed by glTF 2.0), or ``file`` for an external .bin beside it."""
     rng = np.random.default_rng(3)
     pos = rng.uniform(-1, 1, (n, 3)).astype("<f4")
     scale = rng.uniform(0.01, 0.1, (n, 3)).astype("<f4")
@@ -159,7 +160,10 @@ def hand_written_gltf(path: Path, n: int = 6) -> dict[str, np.ndarray]:
     offsets = np.cumsum([0] + [len(b) for b in blobs])
     views = [{"buffer": 0, "byteOffset": int(offsets[0]), "byteLength": len(blobs[0]), "byteStride": 24}]
     views += [{"buffer": 0, "byteOffset": int(offsets[i]), "byteLength": len(blobs[i])} for i in (1, 2, 3)]
-    uri = "data:application/octet-stream;base64," + base64.b64encode(b"".join(blobs)).decode()
+    uri = f"data:application/{buffer};base64," + base64.b64encode(b"".join(blobs)).decode()
+    if buffer == "file":
+        uri = path.stem + ".bin"
+        (path.parent / uri).write_bytes(b"".join(blobs))
     doc = {
         "asset": {"version": "2.0", "generator": "hand"},
         "extensionsUsed": [EXTENSION],
@@ -183,8 +187,9 @@ def hand_written_gltf(path: Path, n: int = 6) -> dict[str, np.ndarray]:
     return {"positions": pos, "scales": scale, "rotations": q, "opacities": alpha_u8 / 255.0, "dc": dc}
 
 
-def test_reader_decodes_hand_written_normalised_and_interleaved(tmp_path: Path) -> None:
-    truth = hand_written_gltf(tmp_path / "hand.gltf")
+@pytest.mark.parametrize("buffer", ["octet-stream", "gltf-buffer", "file"])
+def test_reader_decodes_hand_written_normalised_and_interleaved(tmp_path: Path, buffer: str) -> None:
+    truth = hand_written_gltf(tmp_path / "hand.gltf", buffer=buffer)
     validator("glTF.schema.json").validate(json.loads((tmp_path / "hand.gltf").read_text()))
     read = read_khr_gltf(tmp_path / "hand.gltf")
     c = read.canonical
@@ -215,6 +220,17 @@ def test_reader_errors(tmp_path: Path) -> None:
     moved.write_text(json.dumps(doc))
     with pytest.raises(KhrError, match="carries a transform"):
         read_khr_gltf(moved)
+    hand_written_gltf(tmp_path / "lost.gltf", buffer="file")
+    (tmp_path / "lost.bin").unlink()
+    with pytest.raises(KhrError, match="buffer 0 cannot be read"):
+        read_khr_gltf(tmp_path / "lost.gltf")
+    cut = tmp_path / "cut.glb"
+    cut.write_bytes(data[:40])
+    with pytest.raises(KhrError, match="not a readable GLB"):
+        read_khr_gltf(cut)
+    cut.write_bytes(b"glTF\x02\x00\x00\x00")
+    with pytest.raises(KhrError, match="the GLB is truncated"):
+        read_khr_gltf(cut)
     with pytest.raises(ValueError, match="non-finite"):
         bad = gaussians()
         bad["positions"][0, 0] = np.nan
