@@ -1,7 +1,11 @@
-"""Niantic's compressed SPZ splat format, through the maintained ``gsply`` library (MIT; numpy + numba), not a codec
-of our own. ``gsply`` is imported when a function here is first called, so the rest of this package (and the
-Blender add-on, which vendors it but does not bundle gsply: numba's llvmlite would add ~150 MB to the extension)
-works without it; a missing library raises :class:`SpzError` saying so.
+"""Niantic's compressed SPZ splat format, through the maintained ``gsply`` library (MIT; numpy + numba), not a codec of
+our own. ``gsply`` is imported when a function here is first called, so the rest of this package (and the Blender
+add-on, which vendors it but does not bundle gsply: numba's llvmlite would add ~150 MB to the extension) works without
+it; a missing library raises :class:`SpzError` saying so. No smaller SPZ library can be bundled instead (checked on PyPI
+in December 2026): Niantic's own Python bindings are not published there, the ``spz`` project is a Rust sdist without
+wheels, ``alspz`` has a Windows wheel only, and ``gaussforge`` 0.6.0 (Apache-2.0, Niantic's C++ codec; decodes our files
+as gsply does, to float32 rounding) has cp311 wheels for Windows, Linux and Apple-silicon macOS but none for Intel
+macOS, which the add-on supports.
 
 gsply writes the legacy gzip container, version 3 (Niantic's ``load-spz.cc`` layout: 16-byte header, then
 positions, alphas, colours, scales, rotations, SH in one gzip stream) and reads versions 1-4. SPZ's frame is
