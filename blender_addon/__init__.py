@@ -23,7 +23,7 @@ from typing import Any
 import bpy
 from bpy.app.handlers import persistent
 
-from . import job_updates, jobs, ops_jobs, ops_scene, playback, prefs, props, ui
+from . import job_updates, jobs, ops_jobs, ops_scene, playback, prefs, props, rig_import, ui
 
 _CLASSES = (*prefs.CLASSES, *ops_jobs.CLASSES, *ops_scene.CLASSES, *ui.CLASSES)
 
@@ -53,6 +53,7 @@ def register() -> None:
     bpy.types.TOPBAR_MT_file_import.append(ui.menu_import)
     bpy.types.TOPBAR_MT_file_import.append(ops_scene.menu_import)
     bpy.types.TOPBAR_MT_file_export.append(ops_scene.menu_export)
+    rig_import.register()
     bpy.app.handlers.frame_change_pre.append(_on_frame_change)
     bpy.app.handlers.load_post.append(_on_load)
     if not bpy.app.timers.is_registered(_timer):
@@ -69,6 +70,7 @@ def unregister() -> None:
     bpy.types.TOPBAR_MT_file_import.remove(ui.menu_import)
     bpy.types.TOPBAR_MT_file_import.remove(ops_scene.menu_import)
     bpy.types.TOPBAR_MT_file_export.remove(ops_scene.menu_export)
+    rig_import.unregister()
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)
     props.unregister()

@@ -1,8 +1,8 @@
 """Linear blend skinning of points and of Gaussians (centres and rotations), and the quaternion helpers.
 
 A Gaussian follows its bones like a vertex: its centre is blended with the bones' transforms, and its rotation is
-the blended rotation (the bones' quaternions, signs aligned to the first bone's, weighted, normalised) applied to
-its rest quaternion. Quaternions are (w, x, y, z) as in the 4D asset.
+the blended rotation (:func:`blend_rotations`) applied to its rest quaternion. Quaternions are (w, x, y, z) as in
+the 4D asset.
 """
 
 from __future__ import annotations
@@ -47,15 +47,22 @@ def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def blend_rotations(transforms: np.ndarray, joints: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(T, P, 4) unit quaternions: each point's bones' rotations blended by its weights."""
-    bone_q = matrix_to_quaternion(np.asarray(transforms)[:, :, :, :3])  # (T, K, 4)
-    first = bone_q[:, joints[:, 0]]
-    out = np.zeros_like(first)
+    """(T, P, 4) unit quaternions: each point's blended rotation, the weighted sum of its bones' rotation matrices
+    made orthonormal by Gram-Schmidt (x column kept, y orthogonalised, z = x cross y).
+
+    This is the rotation linear blend skinning gives a point's neighbourhood, and exactly what the Blender import
+    recovers from the Armature modifier (two skinned helper points along x and y, Axes to Rotation), so a rigged
+    splat turns alike in the engine and in Blender."""
+    r = np.asarray(transforms, np.float64)[:, :, :, :3]
+    blend = np.zeros((r.shape[0], joints.shape[0], 3, 3))
     for i in range(joints.shape[1]):
-        q = bone_q[:, joints[:, i]]
-        sign = np.where((q * first).sum(-1, keepdims=True) < 0, -1.0, 1.0)
-        out += weights[None, :, i, None] * sign * q
-    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        blend += np.asarray(weights, np.float64)[None, :, i, None, None] * r[:, joints[:, i]]
+    x = blend[..., :, 0]
+    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    y = blend[..., :, 1]
+    y = y - (y * x).sum(-1, keepdims=True) * x
+    y = y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)
+    return matrix_to_quaternion(np.stack([x, y, np.cross(x, y)], axis=-1))
 
 
 def skin_points(rest: np.ndarray, transforms: np.ndarray, joints: np.ndarray, weights: np.ndarray) -> np.ndarray:

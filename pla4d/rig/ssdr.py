@@ -118,13 +118,11 @@ def _rigid_fits(rest: np.ndarray, y: np.ndarray, labels: np.ndarray, k: int) -> 
 
 def _single_bone_errors(ph: np.ndarray, y: np.ndarray, m: np.ndarray) -> np.ndarray:
     """(P, K): sum_t || M_k(t) p~ - y_t ||^2, through b = p~ . sum_t M_k^T y and the diagonal of Q."""
-    t, k = m.shape[0], m.shape[1]
     q_diag = np.einsum("tkci,tkcj->kij", m, m)
     b = _cross_terms(ph, y, m)
     g = np.einsum("vi,kij,vj->vk", ph, q_diag, ph)
     yy = (y * y).sum((1, 2))
-    del t
-    return np.maximum(yy[:, None] - 2.0 * b + g, 0.0) if k else np.zeros((ph.shape[0], 0))
+    return np.maximum(yy[:, None] - 2.0 * b + g, 0.0)
 
 
 def _cross_terms(ph: np.ndarray, y: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -1,0 +1,131 @@
+"""Inside Blender: a rigged asset imports as an Armature with its Action, a skinned mesh and splats bound to the
+armature; every frame plays the rig's positions (and the splats' rotations); posing one bone by hand moves only what
+it carries; the frame-change time of 100k rigged splats. Assets from tests/addon/test_blender_rig.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+from conftest import PACKAGE, positions
+
+RIGS = Path(os.environ.get("PLA4D_RIG_DIR", "/nonexistent"))
+
+
+@pytest.fixture
+def rig_import(addon):
+    import importlib
+
+    return importlib.import_module(f"{PACKAGE}.rig_import"), importlib.import_module(f"{PACKAGE}.asset_io")
+
+
+def _evaluated(obj, hide: tuple[str, ...] = ()):
+    for name in hide:
+        obj.modifiers[name].show_viewport = False
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    ev = obj.evaluated_get(depsgraph)
+    data = ev.to_mesh()
+    pts = positions(data)
+    rot = None
+    if "splat_rotation" in data.attributes and len(data.attributes["splat_rotation"].data) == len(pts):
+        rot = np.empty(len(pts) * 4, np.float32)
+        data.attributes["splat_rotation"].data.foreach_get("value", rot)
+        rot = rot.reshape(-1, 4)
+    ev.to_mesh_clear()
+    for name in hide:
+        obj.modifiers[name].show_viewport = True
+    world = np.array(obj.matrix_world)
+    return pts @ world[:3, :3].T + world[:3, 3], rot
+
+
+def _same_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle (degrees) between quaternion rows (q and -q are one rotation)."""
+    a = a / np.linalg.norm(a.astype(np.float64), axis=1, keepdims=True)
+    b = b / np.linalg.norm(b.astype(np.float64), axis=1, keepdims=True)
+    return np.degrees(2 * np.arccos(np.clip(np.abs((a * b).sum(1)), 0, 1)))
+
+
+def test_action_plays_the_rig_on_mesh_and_splats(rig_import):
+    module, asset_io = rig_import
+    expected = dict(np.load(RIGS / "bar.npz"))
+    scene = bpy.context.scene
+    armature, splats, mesh = module.import_rig(bpy.context, str(RIGS / "bar"))
+    assert armature.type == "ARMATURE" and [b.name for b in armature.data.bones] == [
+        "bone_00_root",
+        "bone_01_mid_centre.L",
+    ]
+    assert armature.animation_data.action is not None
+    frames = expected["positions"].shape[0]
+    assert scene.frame_end == scene.frame_start + frames - 1
+    for t in range(frames):
+        scene.frame_set(scene.frame_start + t)
+        got, _ = _evaluated(mesh)
+        assert np.abs(got - asset_io.positions_to_blender(expected["mesh_positions"][t])).max() < 1e-4, t
+        centres, _ = _evaluated(splats, hide=("pla4d Rig Splats", "pla4d Splats"))
+        assert np.abs(centres[::3] - asset_io.positions_to_blender(expected["positions"][t])).max() < 1e-4, t
+        points, rot = _evaluated(splats, hide=("pla4d Splats",))
+        assert len(points) == len(expected["positions"][t]) and rot is not None
+        want = asset_io.rotations_to_blender(expected["rotations"][t])
+        # The engine's blended rotation (pla4d.rig.skinning.blend_rotations) is what Blender's skinning gives.
+        angle = _same_rotation(rot, want)
+        assert angle.max() < 0.05, (t, angle.max())
+
+
+def test_posing_one_bone_moves_only_the_splats_it_carries(rig_import):
+    module, _ = rig_import
+    expected = dict(np.load(RIGS / "bar.npz"))
+    armature, splats, _mesh = module.import_rig(bpy.context, str(RIGS / "bar"))
+    armature.animation_data.action = None
+    for pb in armature.pose.bones:
+        pb.location, pb.rotation_quaternion = (0, 0, 0), (1, 0, 0, 0)
+    bpy.context.view_layer.update()
+    before, _ = _evaluated(splats, hide=("pla4d Rig Splats", "pla4d Splats"))
+    child = armature.pose.bones["bone_01_mid_centre.L"]
+    child.rotation_quaternion = (math.cos(math.pi / 8), 0.0, 0.0, math.sin(math.pi / 8))  # 45 degrees
+    bpy.context.view_layer.update()
+    after, _ = _evaluated(splats, hide=("pla4d Rig Splats", "pla4d Splats"))
+    moved = np.linalg.norm(after[::3] - before[::3], axis=1)
+    carried = expected["child_weight"] > 0
+    assert moved[~carried].max() < 1e-6 and moved[expected["child_weight"] > 0.5].min() > 1e-3
+
+
+def test_frame_change_of_100k_rigged_splats(rig_import):
+    module, _ = rig_import
+    scene = bpy.context.scene
+    objs = module.import_rig(bpy.context, str(RIGS / "big"), verify=False)
+    splats = objs[1]
+    assert len(splats.data.vertices) == 3 * 100_000
+    frames = list(range(scene.frame_start, scene.frame_end + 1))
+    scene.frame_set(frames[-1])
+    times = []
+    for _ in range(2):
+        for f in frames:
+            start = time.perf_counter()
+            scene.frame_set(f)
+            times.append(time.perf_counter() - start)
+    ms = 1000 * float(np.median(times))
+    (RIGS / "timing.json").write_text(
+        json.dumps(
+            {"splats": 100_000, "frame_change_ms": round(ms, 2), "frames": len(times), "threads": os.cpu_count()}
+        )
+    )
+    assert ms < 2000
+
+
+def test_export_rig_as_gltf_and_fbx_and_blender_reads_the_gltf_back(rig_import, tmp_path):
+    module, _ = rig_import
+    armature, _splats, _mesh = module.import_rig(bpy.context, str(RIGS / "bar"))
+    glb = module.export_rig(bpy.context, armature, str(tmp_path / "rig.glb"), "GLTF")
+    fbx = module.export_rig(bpy.context, armature, str(tmp_path / "rig.fbx"), "FBX")
+    assert Path(glb).stat().st_size > 1000 and Path(fbx).stat().st_size > 1000
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.import_scene.gltf(filepath=glb) == {"FINISHED"}
+    arms = [o for o in bpy.data.objects if o.type == "ARMATURE"]
+    assert len(arms) == 1 and len(arms[0].data.bones) == 2 and bpy.data.actions
+    assert not [o for o in bpy.data.objects if o.type == "MESH" and len(o.data.vertices) == 3 * 400]  # no helpers

@@ -1,0 +1,90 @@
+"""The rig import inside Blender 5.0 (issue 23): Armature + Action, skinned mesh, splats bound to the armature.
+
+The engine writes two rigged assets (a two-bone bending bar with its exact rig, and 100k splats on 24 bones for the
+frame-change time); ``blender/test_rig_import.py`` imports them in the bpy venv."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from conftest import run_inner
+
+from pla4d.formats.asset import MeshData, write_asset
+from pla4d.formats.rig import RigData
+from pla4d.rig.skinning import skin_gaussians, skin_points
+
+
+def _canonical(positions: np.ndarray, rotations: np.ndarray) -> dict[str, np.ndarray]:
+    n = positions.shape[0]
+    return {"positions": positions.astype(np.float32), "rotations": rotations.astype(np.float32),
+            "scales": np.full((n, 3), -4.0, np.float32), "opacities": np.full(n, 2.0, np.float32),
+            "sh_dc": np.zeros((n, 3), np.float32)}  # fmt: skip
+
+
+def _rigid(angle: float, axis: int, pivot: np.ndarray) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return np.concatenate([r, (pivot - r @ pivot)[:, None]], axis=1)
+
+
+def bar_asset(path: Path, frames: int = 5) -> dict[str, np.ndarray]:
+    """A bar along x in [0, 2] bending at x = 1 about z: root bone still, child bone turning by up to 90 degrees."""
+    rng = np.random.default_rng(0)
+    n, v = 400, 120
+    points = np.column_stack([rng.uniform(0, 2, n + v), rng.uniform(-0.1, 0.1, n + v), rng.uniform(-0.1, 0.1, n + v)])
+    w = np.clip((points[:, 0] - 0.8) / 0.4, 0.0, 1.0)
+    joints = np.tile(np.array([0, 1], np.uint32), (n + v, 1))
+    weights = np.column_stack([1 - w, w]).astype(np.float32)
+    transforms = np.zeros((frames, 2, 3, 4))
+    transforms[:, 0] = np.eye(3, 4)
+    for t in range(frames):
+        transforms[t, 1] = _rigid(0.5 * math.pi * t / (frames - 1), 2, np.array([1.0, 0.0, 0.0]))
+    rest = np.tile(np.eye(4), (2, 1, 1))
+    rest[1, :3, 3] = [1.0, 0.0, 0.0]
+    q0 = rng.normal(size=(n, 4))
+    q0 /= np.linalg.norm(q0, axis=1, keepdims=True)
+    g_pos, g_rot = skin_gaussians(points[:n], q0, transforms, joints[:n].astype(np.int64), weights[:n])
+    m_pos = skin_points(points[n:], transforms, joints[n:].astype(np.int64), weights[n:])
+    faces = np.array([[i, i + 1, i + 2] for i in range(v - 2)], np.uint32)
+    rig = RigData(["bone_00_root", "bone_01_mid_centre.L"], np.array([-1, 0]), rest,
+                  np.array([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), transforms.astype(np.float32), joints[:n],
+                  weights[:n], joints[n:], weights[n:])  # fmt: skip
+    write_asset(path, _canonical(points[:n], q0), {"positions": g_pos, "rotations": g_rot}, fps=8.0,
+                mesh=MeshData(faces, m_pos), rig=rig)  # fmt: skip
+    return {"positions": g_pos, "rotations": g_rot, "mesh_positions": m_pos, "child_weight": weights[:n, 1]}
+
+
+def big_asset(path: Path, n: int = 100_000, bones: int = 24, frames: int = 8) -> None:
+    """100k splats on 24 bones (a chain, each turning a little about its own joint) for the frame-change time."""
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-1, 1, (n, 3))
+    centres = np.column_stack([np.linspace(-1, 1, bones), np.zeros(bones), np.zeros(bones)])
+    nearest = np.argsort(((points[:, None] - centres[None]) ** 2).sum(-1), axis=1)[:, :4]
+    weights = rng.dirichlet(np.ones(4), n).astype(np.float32)
+    transforms = np.zeros((frames, bones, 3, 4))
+    for t in range(frames):
+        for j in range(bones):
+            transforms[t, j] = _rigid(0.3 * t / frames * math.sin(j), j % 3, centres[j])
+    rest = np.tile(np.eye(4), (bones, 1, 1))
+    rest[:, :3, 3] = centres
+    q0 = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
+    pos, rot = skin_gaussians(points, q0, transforms, nearest, weights)
+    rig = RigData([f"bone_{j:02d}" for j in range(bones)], np.arange(-1, bones - 1), rest, centres + [0, 0.05, 0],
+                  transforms.astype(np.float32), nearest.astype(np.uint32), weights)  # fmt: skip
+    write_asset(path, _canonical(points, q0), {"positions": pos, "rotations": rot}, fps=8.0, rig=rig)
+
+
+def test_rig_import(bpy_python, addon_zip, fixture_dir, tmp_path):
+    rigs = tmp_path / "rigs"
+    rigs.mkdir()
+    np.savez(rigs / "bar.npz", **bar_asset(rigs / "bar"))
+    big_asset(rigs / "big")
+    run_inner(bpy_python, ["test_rig_import.py"], addon_zip, fixture_dir, tmp_path, {"PLA4D_RIG_DIR": str(rigs)})
+    timing = json.loads((rigs / "timing.json").read_text())
+    print(json.dumps(timing))
+    assert timing["splats"] == 100_000 and timing["frame_change_ms"] > 0
