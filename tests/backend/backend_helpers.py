@@ -138,6 +138,13 @@ class RayCluster:
                                 start_new_session=True)  # fmt: skip
         log.close()
         self.nodes.append(proc)
+        # One node at a time: nodes of one machine share the head's session folder, and two starting together
+        # can time out ("The current node timed out during startup").
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in (Path(self.temp) / f"{name}.log").read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray node {name} did not start: see {self.temp}/{name}.log")
+            time.sleep(0.2)
         return proc
 
     def head(self, gpus: int = 1, cpus: str | None = None) -> subprocess.Popen:

@@ -67,11 +67,11 @@ def test_ray_executor_runs_jobs_like_local(cluster, backend_factory, tmp_path):
     """Three tiny example jobs on a head and a worker node (one logical GPU each), through the real backend and
     client: all finish, results are checked by sha256, events arrive in order, and the job with the local run's
     seed gives the local executor's arrays (float32, rtol 1e-5 / atol 1e-6: thread counts may differ)."""
-    cluster.head(gpus=1)
-    cluster.node(gpus=1)
     local = backend_factory("--rate", "0", name="local")
     with Client(local.endpoint, timeout=60) as client:
         local_id = client.submit("example", TINY)["job_id"]
+        cluster.head(gpus=1)  # while the local job runs
+        cluster.node(gpus=1)
         local_events = collect(client, [local_id])[local_id]
         assert local_events[-1]["event"] == "done", local_events[-1]
         local_files = fetched(client, local_id, tmp_path / "local")
