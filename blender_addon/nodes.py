@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,21 @@ import bpy
 
 from .attributes import ATTR_K, ATTR_OPACITY, ATTR_RGB, ATTR_ROTATION, ATTR_SCALE, BLENDER_ATTR
 
-NODES_VERSION = 2  # bump when the node groups change; older groups are rebuilt
+NODES_VERSION = 3  # bump when the node groups change; older groups are rebuilt
 SPLATS_GROUP = "pla4d Splats"
 FRAMES_GROUP = "pla4d Frames"
 PREVIEW_GROUP = "pla4d Preview Points"
 SPLAT_MATERIAL = "pla4d Splat"
+SPLAT_LIT_MATERIAL = "pla4d Splat Lit"
 PREVIEW_MATERIAL = "pla4d Preview"
 MESH_MATERIAL = "pla4d Mesh"
 DEFAULT_SPLAT_SIZE = 3.0  # the splat shell's radius in standard deviations (3DGS culls at 3 sigma too)
+# The engine's rasteriser adds 0.3 px^2 to every projected covariance (gsplat's eps2d, classic mode: no opacity
+# compensation), so a Gaussian thinner than a pixel draws as a soft 0.55 px line, never a needle. In 3D that is
+# an isotropic variance 0.3 (z / f)^2 at the distance z and focal f (pixels) the model was trained at: the
+# engine's orbit, radius 3 with a 49.1 degree field of view at 256 px (f = 280.2), so sigma = 0.00586 (a
+# Mip-Splatting-style 3D smoothing filter, in asset units). Applied in the nodes: same at every frame and baked.
+DEFAULT_SMOOTHING = math.sqrt(0.3) * 3.0 * math.tan(math.radians(49.1 / 2)) / 128.0
 
 
 # ------------------------------------------------------------------------------------------------ node groups
@@ -86,6 +94,8 @@ def splats_group() -> Any:
     _socket(ng, "Splat Size", "INPUT", "NodeSocketFloat", DEFAULT_SPLAT_SIZE, 0.5, 6.0)
     _socket(ng, "Min Opacity", "INPUT", "NodeSocketFloat", 1.0 / 255.0, 0.0, 1.0)
     _socket(ng, "Detail", "INPUT", "NodeSocketInt", 1, 1, 4)
+    _socket(ng, "Smoothing", "INPUT", "NodeSocketFloat", DEFAULT_SMOOTHING, 0.0, 1.0)
+    _socket(ng, "Lit", "INPUT", "NodeSocketBool", False)
     _socket(ng, "Geometry", "OUTPUT", "NodeSocketGeometry")
     gi, go = ng.nodes.new("NodeGroupInput"), ng.nodes.new("NodeGroupOutput")
     gi.location, go.location = (-900, 0), (700, 0)
@@ -107,14 +117,32 @@ def splats_group() -> Any:
     ng.links.new(ico.outputs["Mesh"], smooth.inputs[0])
     set_mat = ng.nodes.new("GeometryNodeSetMaterial")
     set_mat.location = (-100, 250)
-    set_mat.inputs["Material"].default_value = splat_material()
+    pick = ng.nodes.new("GeometryNodeSwitch")
+    pick.input_type = "MATERIAL"
+    pick.location = (-300, 450)
+    pick.inputs[1].default_value = splat_material()
+    pick.inputs[2].default_value = splat_material(lit=True)
+    ng.links.new(gi.outputs["Lit"], pick.inputs[0])
+    ng.links.new(pick.outputs[0], set_mat.inputs["Material"])
     ng.links.new(smooth.outputs[0], set_mat.inputs["Geometry"])
     rotation = _named(ng, ATTR_ROTATION, "QUATERNION", (-500, -450))
-    scale = _named(ng, ATTR_SCALE, "FLOAT_VECTOR", (-500, -600))
+    scale = _named(ng, ATTR_SCALE, "FLOAT_VECTOR", (-900, -600))
+    # 3D smoothing filter: each axis' sigma becomes sqrt(sigma^2 + smoothing^2) (covariance + smoothing^2 I).
+    split = ng.nodes.new("ShaderNodeSeparateXYZ")
+    split.location = (-700, -600)
+    ng.links.new(scale.outputs[0], split.inputs[0])
+    s2 = _math(ng, "MULTIPLY", gi.outputs["Smoothing"], gi.outputs["Smoothing"], (-700, -800))
+    joined = ng.nodes.new("ShaderNodeCombineXYZ")
+    joined.location = (-450, -600)
+    for axis in range(3):
+        c = split.outputs[axis]
+        sigma = _math(ng, "SQRT", _math(ng, "ADD", _math(ng, "MULTIPLY", c, c, (-600, -600 - 60 * axis)), s2,
+                                        (-550, -600 - 60 * axis)), None, (-500, -600 - 60 * axis))  # fmt: skip
+        ng.links.new(sigma, joined.inputs[axis])
     scaled = ng.nodes.new("ShaderNodeVectorMath")
     scaled.operation = "SCALE"
     scaled.location = (-300, -600)
-    ng.links.new(scale.outputs[0], scaled.inputs[0])
+    ng.links.new(joined.outputs[0], scaled.inputs[0])
     ng.links.new(gi.outputs["Splat Size"], scaled.inputs["Scale"])
     inst = ng.nodes.new("GeometryNodeInstanceOnPoints")
     inst.location = (100, 0)
@@ -249,15 +277,8 @@ def _attribute(nt: Any, name: str, kind: str, loc: tuple[float, float]) -> Any:
     return node
 
 
-def splat_material() -> Any:
-    """Emission coloured by ``splat_rgb`` with a Gaussian alpha falloff over the sphere, transparent behind."""
-    mat, fresh = _new_material(SPLAT_MATERIAL)
-    if not fresh:
-        return mat
-    nt = mat.node_tree
-    out = nt.nodes.new("ShaderNodeOutputMaterial")
-    out.location = (900, 0)
-    rgb = _attribute(nt, ATTR_RGB, "INSTANCER", (-200, 300))
+def _splat_alpha(nt: Any) -> tuple[Any, Any]:
+    """The splat's alpha (Gaussian falloff x opacity, 0 on back faces) and the Geometry node, in material ``nt``."""
     opacity = _attribute(nt, ATTR_OPACITY, "INSTANCER", (-200, 100))
     k = _attribute(nt, ATTR_K, "INSTANCER", (-800, -300))
     geo = nt.nodes.new("ShaderNodeNewGeometry")
@@ -272,42 +293,98 @@ def splat_material() -> Any:
     ray.vector_type, ray.convert_from, ray.convert_to = "VECTOR", "WORLD", "OBJECT"
     ray.location = (-1000, 0)
     nt.links.new(geo.outputs["Incoming"], ray.inputs[0])
-
-    def dot(a: Any, b: Any, loc: tuple[float, float]) -> Any:
-        node = nt.nodes.new("ShaderNodeVectorMath")
-        node.operation = "DOT_PRODUCT"
-        node.location = loc
-        nt.links.new(a, node.inputs[0])
-        nt.links.new(b, node.inputs[1])
-        return node.outputs["Value"]
-
     p, d = coords.outputs["Object"], ray.outputs[0]
-    pd = dot(p, d, (-800, 200))
-    along = _shader_math(nt, "DIVIDE", _shader_math(nt, "MULTIPLY", pd, pd, (-600, 200)), dot(d, d, (-800, 0)),
-                         (-400, 200))  # fmt: skip
-    d2 = _shader_math(nt, "MAXIMUM", _shader_math(nt, "SUBTRACT", dot(p, p, (-800, 400)), along, (-200, 200)), 0.0,
-                      (0, 200))  # fmt: skip
+    pd = _vector_math(nt, "DOT_PRODUCT", p, d, (-800, 200)).outputs["Value"]
+    dd = _vector_math(nt, "DOT_PRODUCT", d, d, (-800, 0)).outputs["Value"]
+    pp = _vector_math(nt, "DOT_PRODUCT", p, p, (-800, 400)).outputs["Value"]
+    along = _shader_math(nt, "DIVIDE", _shader_math(nt, "MULTIPLY", pd, pd, (-600, 200)), dd, (-400, 200))
+    d2 = _shader_math(nt, "MAXIMUM", _shader_math(nt, "SUBTRACT", pp, along, (-200, 200)), 0.0, (0, 200))
     k2 = _shader_math(nt, "MULTIPLY", k.outputs["Fac"], k.outputs["Fac"], (-600, -300))
     exponent = _shader_math(nt, "MULTIPLY", _shader_math(nt, "MULTIPLY", d2, k2, (150, 0)), -0.5, (300, 0))
     falloff = _shader_math(nt, "EXPONENT", exponent, None, (450, 0))
     alpha = _shader_math(nt, "MULTIPLY", falloff, opacity.outputs["Fac"], (450, -100))
     front = _shader_math(nt, "SUBTRACT", 1.0, geo.outputs["Backfacing"], (300, -300))
-    alpha = _shader_math(nt, "MULTIPLY", alpha, front, (600, -100))
-    emission = nt.nodes.new("ShaderNodeEmission")
-    emission.location = (450, 250)
-    nt.links.new(rgb.outputs["Color"], emission.inputs["Color"])
-    emission.inputs["Strength"].default_value = 1.0
+    return _shader_math(nt, "MULTIPLY", alpha, front, (600, -100)), geo
+
+
+def _vector_math(nt: Any, op: str, a: Any, b: Any = None, loc: tuple[float, float] = (0, 0)) -> Any:
+    node = nt.nodes.new("ShaderNodeVectorMath")
+    node.operation = op
+    node.location = loc
+    nt.links.new(a, node.inputs[0])
+    if b is not None:
+        nt.links.new(b, node.inputs[1])
+    return node
+
+
+def _shortest_axis_normal(nt: Any, geo: Any) -> Any:
+    """World normal of the splat's flattest direction (its local axis with the smallest scale), turned towards the
+    viewer: a flat Gaussian shades like the little disc it is."""
+    scale = _attribute(nt, ATTR_SCALE, "INSTANCER", (-1200, -700))
+    split = nt.nodes.new("ShaderNodeSeparateXYZ")
+    split.location = (-1000, -700)
+    nt.links.new(scale.outputs["Vector"], split.inputs[0])
+    sx, sy, sz = split.outputs[0], split.outputs[1], split.outputs[2]
+
+    def not_greater(a: Any, b: Any, y: float) -> Any:
+        return _shader_math(nt, "SUBTRACT", 1.0, _shader_math(nt, "GREATER_THAN", a, b, (-800, y)), (-650, y))
+
+    ex = _shader_math(nt, "MULTIPLY", not_greater(sx, sy, -600), not_greater(sx, sz, -700), (-500, -650))
+    rest = _shader_math(nt, "SUBTRACT", 1.0, ex, (-500, -750))
+    ey = _shader_math(nt, "MULTIPLY", rest, not_greater(sy, sz, -800), (-350, -750))
+    ez = _shader_math(nt, "SUBTRACT", rest, ey, (-200, -800))
+    axis = nt.nodes.new("ShaderNodeCombineXYZ")
+    axis.location = (-100, -700)
+    for index, value in enumerate((ex, ey, ez)):
+        nt.links.new(value, axis.inputs[index])
+    # An object-space normal through the instance's inverse transpose: R S^-1 e_i, i.e. R e_i once normalised.
+    world = nt.nodes.new("ShaderNodeVectorTransform")
+    world.vector_type, world.convert_from, world.convert_to = "NORMAL", "OBJECT", "WORLD"
+    world.location = (50, -700)
+    nt.links.new(axis.outputs[0], world.inputs[0])
+    normal = _vector_math(nt, "NORMALIZE", world.outputs[0], None, (200, -700)).outputs[0]
+    facing = _vector_math(nt, "DOT_PRODUCT", normal, geo.outputs["Incoming"], (350, -600)).outputs["Value"]
+    sign = _shader_math(nt, "SIGN", facing, None, (500, -600))
+    flip = _vector_math(nt, "SCALE", normal, None, (650, -700))
+    nt.links.new(sign, flip.inputs["Scale"])
+    return flip.outputs[0]
+
+
+def splat_material(lit: bool = False) -> Any:
+    """Emission coloured by ``splat_rgb`` with a Gaussian alpha falloff over the sphere, transparent behind; with
+    ``lit``, a Principled surface of that colour (normal along the splat's shortest axis) under the same alpha,
+    so scene lights shade the splats and they cast and receive shadows."""
+    mat, fresh = _new_material(SPLAT_LIT_MATERIAL if lit else SPLAT_MATERIAL)
+    if not fresh:
+        return mat
+    nt = mat.node_tree
+    out = nt.nodes.new("ShaderNodeOutputMaterial")
+    out.location = (1100, 0)
+    rgb = _attribute(nt, ATTR_RGB, "INSTANCER", (-200, 300))
+    alpha, geo = _splat_alpha(nt)
+    if lit:
+        surface = nt.nodes.new("ShaderNodeBsdfPrincipled")
+        surface.inputs["Roughness"].default_value = 0.8
+        nt.links.new(_shortest_axis_normal(nt, geo), surface.inputs["Normal"])
+        nt.links.new(rgb.outputs["Color"], surface.inputs["Base Color"])
+    else:
+        surface = nt.nodes.new("ShaderNodeEmission")
+        nt.links.new(rgb.outputs["Color"], surface.inputs["Color"])
+        surface.inputs["Strength"].default_value = 1.0
+    surface.location = (650, 350)
     clear = nt.nodes.new("ShaderNodeBsdfTransparent")
-    clear.location = (450, 400)
+    clear.location = (650, 500)
     mix = nt.nodes.new("ShaderNodeMixShader")
-    mix.location = (700, 200)
+    mix.location = (900, 200)
     nt.links.new(alpha, mix.inputs["Fac"])
     nt.links.new(clear.outputs[0], mix.inputs[1])
-    nt.links.new(emission.outputs[0], mix.inputs[2])
+    nt.links.new(surface.outputs[0], mix.inputs[2])
     nt.links.new(mix.outputs[0], out.inputs["Surface"])
     mat.use_backface_culling = True
     if hasattr(mat, "surface_render_method"):
         mat.surface_render_method = "DITHERED"  # order-independent: right for thousands of overlapping splats
+    if hasattr(mat, "use_transparent_shadow"):  # EEVEE (4.2+): shadows follow the splats' alpha
+        mat.use_transparent_shadow = True
     return mat
 
 
@@ -369,3 +446,14 @@ def add_modifiers(obj: Any, start: int, count: int, splats: bool) -> None:
     if splats:
         mod = obj.modifiers.new("pla4d Splats", "NODES")
         mod.node_group = splats_group()
+        sync_splat_look(obj)
+
+
+def sync_splat_look(obj: Any) -> None:
+    """Copy the object's look settings (smoothing, material) to its ``pla4d Splats`` modifier."""
+    mod = obj.modifiers.get("pla4d Splats")
+    if mod is None or mod.node_group is None:
+        return
+    set_modifier_input(mod, "Smoothing", float(obj.pla4d.smoothing))
+    set_modifier_input(mod, "Lit", obj.pla4d.shading == "LIT")
+    obj.update_tag()

@@ -19,6 +19,8 @@ from bpy.props import (
     StringProperty,
 )
 
+from .nodes import DEFAULT_SMOOTHING
+
 DEFAULT_PRESETS = ("draft", "standard", "paper")
 _preset_items: list[tuple[str, str, str]] = [(p, p.title(), f"The backend's {p} preset") for p in DEFAULT_PRESETS]
 
@@ -40,6 +42,14 @@ def _start_changed(self: Any, _context: Any) -> None:
     obj = self.id_data
     if isinstance(obj, bpy.types.Object):
         playback.set_start_frame(obj)
+
+
+def _look_changed(self: Any, _context: Any) -> None:
+    from . import nodes
+
+    obj = self.id_data
+    if isinstance(obj, bpy.types.Object):
+        nodes.sync_splat_look(obj)
 
 
 def _preset_changed(self: Any, _context: Any) -> None:
@@ -79,6 +89,21 @@ class PLA4D_ObjectProps(bpy.types.PropertyGroup):
     animated: StringProperty(name="Animated", description="Animated attributes (comma separated)")
     baked: BoolProperty(name="Baked", description="Frames are stored in the .blend (no asset folder needed)")
     job_id: StringProperty(name="Job")
+    smoothing: FloatProperty(
+        name="Smoothing", default=DEFAULT_SMOOTHING, min=0.0, max=1.0, precision=5, step=0.01,
+        description="3D smoothing filter (asset units): every Gaussian's sigma becomes sqrt(sigma^2 + s^2), the "
+        "engine's 0.3 px screen-space dilation at its training view. 0 draws the raw Gaussians (thin ones as needles)",
+        update=_look_changed,
+    )  # fmt: skip
+    shading: EnumProperty(
+        name="Shading",
+        items=[
+            ("EMISSION", "Emission", "The splats' colours as they are (the video's look); scene lights do not act"),
+            ("LIT", "Lit", "A surface per splat (normal along its shortest axis): lights shade it, shadows fall"),
+        ],
+        default="EMISSION",
+        update=_look_changed,
+    )
 
 
 class PLA4D_Job(bpy.types.PropertyGroup):

@@ -173,6 +173,8 @@ class PLA4D_PT_object(_Panel, bpy.types.Panel):
         splat_mod = obj.modifiers.get("pla4d Splats")
         if splat_mod is not None:
             layout.prop(splat_mod, "show_viewport", text="Show Splats")
+            layout.prop(op, "shading")
+            layout.prop(op, "smoothing")
         row = layout.row(align=True)
         if op.baked:
             row.operator("pla4d.unbake", icon="TRASH")

@@ -1,8 +1,9 @@
 """The add-on tests: build the real extension zip, set up Blender's Python (bpy from PyPI, in its own venv because
 bpy 5.0 needs numpy < 2 and the engine numpy 2), and run the tests in ``blender/`` inside it.
 
-``.venv-bpy/`` (bpy 5.0.1, the default suite) and ``.venv-bpy45/`` (bpy 4.5, the ``slow`` job) live in the
-repository root, are ignored by git and are reused by later runs. Only an unreachable package index skips."""
+``.venv-bpy/`` (bpy 5.0.1, the default suite), ``.venv-bpy45/`` (bpy 4.5) and ``.venv-bpy42/`` (bpy 4.2 LTS; those
+two for the ``slow`` job) live in the repository root, are ignored by git and are reused by later runs. Only an
+unreachable package index skips."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 INNER = Path(__file__).resolve().parent / "blender"
 collect_ignore = ["blender"]  # bpy-only tests: run inside the bpy venv by the tests here
 
-BPY_VENVS = {"5.0": (REPO / ".venv-bpy", "bpy==5.0.1"), "4.5": (REPO / ".venv-bpy45", "bpy>=4.5,<4.6")}
+BPY_VENVS = {
+    "5.0": (REPO / ".venv-bpy", "bpy==5.0.1"),
+    "4.5": (REPO / ".venv-bpy45", "bpy>=4.5,<4.6"),
+    "4.2": (REPO / ".venv-bpy42", "bpy>=4.2,<4.3"),  # the first LTS with extensions: blender_version_min
+}
 
 
 def _bpy_version(python: Path) -> str | None:
@@ -38,7 +43,7 @@ def _index_reachable() -> bool:
 
 
 def ensure_bpy(series: str) -> Path:
-    """The Python of the bpy venv for ``series`` ("5.0" or "4.5"), creating it when missing."""
+    """The Python of the bpy venv for ``series`` ("5.0", "4.5" or "4.2"), creating it when missing."""
     venv, requirement = BPY_VENVS[series]
     python = venv / "bin" / "python"
     version = _bpy_version(python)

@@ -66,17 +66,29 @@ def attribute(data, name: str, width: int) -> np.ndarray:
     return out.reshape(-1, width) if width > 1 else out
 
 
+def instance_scales(obj) -> np.ndarray:
+    """The sorted scales of the splat instances ``obj`` draws (its evaluated ``pla4d Splats`` nodes)."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    # Instance structs live only while iterating: read what is needed inside the loop.
+    got = [
+        np.array(i.matrix_world.to_scale())
+        for i in depsgraph.object_instances
+        if i.is_instance and i.parent and i.parent.name == obj.name
+    ]
+    return np.sort(np.ravel(got))
+
+
 def to_blender(p: np.ndarray) -> np.ndarray:
     """The conventions' axis change, written independently of the add-on: (x, y, z) -> (x, -z, y)."""
     return np.stack([p[:, 0], -p[:, 2], p[:, 1]], axis=1)
 
 
 def quat_to_blender(q: np.ndarray) -> np.ndarray:
-    """Rotation R -> C R C^-1 with C = +90 degrees about X, by quaternion products (independent of the add-on)."""
+    """A Gaussian's orientation R -> C R with C = +90 degrees about X (its local axes, and so its scales, keep
+    their order), by a quaternion product (independent of the add-on)."""
     c = np.array([np.cos(np.pi / 4), np.sin(np.pi / 4), 0.0, 0.0])
-    c_inv = c * np.array([1, -1, -1, -1])
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    return _qmul(_qmul(np.broadcast_to(c, q.shape), q), np.broadcast_to(c_inv, q.shape))
+    return _qmul(np.broadcast_to(c, q.shape), q)
 
 
 def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

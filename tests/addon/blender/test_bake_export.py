@@ -8,7 +8,7 @@ import sys
 import bpy
 import numpy as np
 import pytest
-from conftest import attribute, positions, pxr_path, quat_to_blender, same_rotation, to_blender
+from conftest import attribute, instance_scales, positions, pxr_path, quat_to_blender, same_rotation, to_blender
 
 
 def _evaluated(obj):
@@ -53,6 +53,13 @@ def test_bake_save_reopen_without_asset(addon, blob, tmp_path):
         np.testing.assert_allclose(attribute(data, "splat_scale", 3), np.exp(expected["scales"][t]), rtol=1e-5)
         assert not [a.name for a in data.attributes if a.name.startswith("pla4d_")]  # per-frame copies stay behind
         np.testing.assert_allclose(positions(_evaluated(mesh)), to_blender(expected["mesh_positions"][t]), atol=1e-6)
+        # The 3D smoothing filter (in the splat nodes) is the same on the baked frames.
+        s, scale = gaussians.pla4d.smoothing, np.exp(expected["scales"][t])
+        shown = 1 / (1 + np.exp(-expected["opacities"][t])) >= 1 / 255
+        assert s > 0
+        gaussians.modifiers["pla4d Splats"].show_viewport = True
+        np.testing.assert_allclose(instance_scales(gaussians), np.sort(3 * np.sqrt(scale[shown] ** 2 + s**2).ravel()),
+                                   rtol=1e-4)  # fmt: skip
 
 
 def test_bake_plays_without_the_addon(addon, blob, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 import pytest
-from conftest import attribute, positions, quat_to_blender, same_rotation, to_blender
+from conftest import attribute, instance_scales, positions, quat_to_blender, same_rotation, to_blender
 
 
 def _sigmoid(x):
@@ -70,25 +70,41 @@ def test_import_both(addon, blob):
     assert sorted(o.type for o in created) == ["MESH", "POINTCLOUD"]
 
 
+def _instance_materials(obj) -> set[str]:
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    return {
+        slot.material.name
+        for i in depsgraph.object_instances
+        if i.is_instance and i.parent and i.parent.name == obj.name
+        for slot in i.object.material_slots
+        if slot.material is not None
+    }
+
+
 def test_splat_nodes_and_material(addon, blob):
     path, _ = blob
     (obj,) = addon.importer.import_asset(bpy.context, str(path), "GAUSSIANS")
     assert [m.name for m in obj.modifiers] == ["pla4d Frames", "pla4d Splats"]
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    # Instance structs live only while iterating: read what is needed inside the loop.
-    got = [
-        np.array(i.matrix_world.to_scale())
-        for i in depsgraph.object_instances
-        if i.is_instance and i.parent and i.parent.name == obj.name
-    ]
+    got = instance_scales(obj)
     shown = attribute(obj.data, "splat_opacity", 1) >= 1 / 255
-    assert len(got) == int(shown.sum()) > 0
-    # Each instance is the Gaussian's scale times the splat size (3 sigma); compare the sorted sets.
-    want = np.sort((attribute(obj.data, "splat_scale", 3)[shown] * 3.0).ravel())
-    np.testing.assert_allclose(np.sort(np.ravel(got)), want, rtol=1e-4)
+    assert got.size == 3 * int(shown.sum()) > 0
+    # Each instance is the Gaussian's scale, widened by the 3D smoothing filter, times the splat size (3 sigma).
+    s = obj.pla4d.smoothing
+    assert s == pytest.approx(np.sqrt(0.3) * 3.0 * np.tan(np.radians(49.1 / 2)) / 128.0, rel=1e-6)
+    raw = attribute(obj.data, "splat_scale", 3)[shown]
+    np.testing.assert_allclose(got, np.sort((np.sqrt(raw**2 + s**2) * 3.0).ravel()), rtol=1e-4)
+    obj.pla4d.smoothing = 0.0  # reversible: the attributes are untouched, the filter lives in the nodes
+    np.testing.assert_allclose(instance_scales(obj), np.sort((raw * 3.0).ravel()), rtol=1e-4)
     mat = bpy.data.materials["pla4d Splat"]
     attrs = {n.attribute_name for n in mat.node_tree.nodes if n.type == "ATTRIBUTE"}
     assert attrs == {"splat_rgb", "splat_opacity", "splat_k"}
+    assert obj.pla4d.shading == "EMISSION" and _instance_materials(obj) == {"pla4d Splat"}
+    obj.pla4d.shading = "LIT"
+    assert _instance_materials(obj) == {"pla4d Splat Lit"}
+    lit = bpy.data.materials["pla4d Splat Lit"]
+    assert {n.type for n in lit.node_tree.nodes} >= {"BSDF_PRINCIPLED", "BSDF_TRANSPARENT"}
+    attrs = {n.attribute_name for n in lit.node_tree.nodes if n.type == "ATTRIBUTE"}
+    assert attrs == {"splat_rgb", "splat_opacity", "splat_k", "splat_scale"}
 
 
 def test_import_errors_are_messages(addon, tmp_path):
