@@ -1,4 +1,5 @@
-"""The rig import inside Blender 5.0 (issue 23): Armature + Action, skinned mesh, splats bound to the armature.
+"""The rig inside Blender 5.0 (issue 23): the add-on's import (Armature + Action, skinned mesh, splats bound to the
+armature) and Blender's own glTF importer reading the engine's rigged.glb.
 
 The engine writes two rigged assets (a two-bone bending bar with its exact rig, and 100k splats on 24 bones for the
 frame-change time); ``blender/test_rig_import.py`` imports them in the bpy venv."""
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from conftest import run_inner
 
+from pla4d.asset.rig_gltf import rigged_glb_bytes
 from pla4d.formats.asset import MeshData, write_asset
 from pla4d.formats.rig import RigData
 from pla4d.rig.skinning import skin_gaussians, skin_points
@@ -56,6 +58,7 @@ def bar_asset(path: Path, frames: int = 5) -> dict[str, np.ndarray]:
                   weights[:n], joints[n:], weights[n:])  # fmt: skip
     write_asset(path, _canonical(points[:n], q0), {"positions": g_pos, "rotations": g_rot}, fps=8.0,
                 mesh=MeshData(faces, m_pos), rig=rig)  # fmt: skip
+    (path.parent / "bar_rigged.glb").write_bytes(rigged_glb_bytes(rig, faces, points[n:], fps=8.0))
     return {"positions": g_pos, "rotations": g_rot, "mesh_positions": m_pos, "child_weight": weights[:n, 1]}
 
 

@@ -129,3 +129,19 @@ def test_export_rig_as_gltf_and_fbx_and_blender_reads_the_gltf_back(rig_import, 
     arms = [o for o in bpy.data.objects if o.type == "ARMATURE"]
     assert len(arms) == 1 and len(arms[0].data.bones) == 2 and bpy.data.actions
     assert not [o for o in bpy.data.objects if o.type == "MESH" and len(o.data.vertices) == 3 * 400]  # no helpers
+
+
+def test_blender_gltf_importer_plays_the_engines_rigged_glb():
+    """exports/rigged.glb (pla4d.asset.rig_gltf) through Blender's own importer: every frame's vertices exact."""
+    expected = np.load(RIGS / "bar.npz")["mesh_positions"]  # (T, V, 3), +Y up
+    scene = bpy.context.scene
+    scene.render.fps = 8  # the GLB's rate: keyframe k (time k / 8 s) lands on scene frame k
+    assert bpy.ops.import_scene.gltf(filepath=str(RIGS / "bar_rigged.glb")) == {"FINISHED"}
+    assert any(o.type == "ARMATURE" for o in scene.objects)
+    obj = next(o for o in scene.objects if o.type == "MESH")
+    to_blender = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], np.float64)
+    for frame in range(len(expected)):
+        scene.frame_set(frame)
+        got, _ = _evaluated(obj)
+        assert got.shape == expected[frame].shape
+        assert np.abs(got - expected[frame] @ to_blender.T).max() < 1e-4, frame
