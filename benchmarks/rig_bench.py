@@ -4,8 +4,9 @@
   frame): mean and 95th percentile distance as fractions of the bounding-box diagonal, for each bone count;
 - the rig stage's time (sampling the field at every frame + the fit) with the default 24 bones;
 - novel-view PSNR / LPIPS of the rig-driven splats (centres and rotations by linear blend skinning, scales and
-  opacities held at frame 0, as Blender shows them) against the field-driven ones, both scored against the
-  clip's ground truth with ``pla4d eval``'s scorer, when the run's clip has novel views;
+  opacities held at their mean over the frames, ``pla4d.rig.fit.held_appearance``, as Blender shows them) against
+  the field-driven ones, both scored against the clip's ground truth with ``pla4d eval``'s scorer, when the run's
+  clip has novel views;
 - ``--size``: the fit alone at the target size (32 frames, 20k Gaussians + 20k mesh vertices), the mesh taken
   from a run's mesh plus its edge midpoints (vertices of the once-subdivided mesh, moved as their edge moves).
 
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pla4d.asset.format import Asset4D, frame_model, read_asset  # noqa: E402
-from pla4d.rig.fit import build_rig, rigged_gaussians  # noqa: E402
+from pla4d.rig.fit import build_rig, held_appearance, rigged_gaussians  # noqa: E402
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
@@ -82,9 +83,12 @@ def novel_views(run: Path, asset: Asset4D, rig: Any, every: int) -> dict[str, An
     clip = load_clip(clip_dir)
     frames = list(range(0, min(clip.n_frames, asset.num_frames), every))
     positions, rotations = rigged_gaussians(rig, asset.positions[0], asset.rotations[0])
-    rigged = Asset4D(asset.canonical, positions=positions, rotations=rotations,
-                     scales=None if asset.scales is None else np.repeat(asset.scales[:1], asset.num_frames, 0),
-                     opacities=None if asset.opacities is None else np.repeat(asset.opacities[:1], asset.num_frames, 0),
+    t = asset.num_frames
+    scales = opacities = None
+    if asset.scales is not None and asset.opacities is not None:
+        held_scales, held_opacities = held_appearance(asset.scales, asset.opacities)
+        scales, opacities = np.repeat(held_scales[None], t, 0), np.repeat(held_opacities[None], t, 0)
+    rigged = Asset4D(asset.canonical, positions=positions, rotations=rotations, scales=scales, opacities=opacities,
                      fps=asset.fps)  # fmt: skip
     # Diagnostic: the rig's centres and rotations with the field's own scales and opacities (what the rig cannot
     # carry), to split the rig-driven drop into pose error and held scales / opacities.

@@ -200,8 +200,23 @@ def rig_splats_group() -> Any:
     return ng
 
 
+def _held(asset: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The splats' static log-scales and opacity logits: their mean over the frames (opacity as a probability),
+    as pla4d.rig.fit.held_appearance (bones move and turn a splat, nothing scales it)."""
+    scales = np.asarray(asset.arrays["scales"], np.float64).mean(0) if "scales" in asset.arrays else None
+    if "opacities" in asset.arrays:
+        p = (1.0 / (1.0 + np.exp(-np.asarray(asset.arrays["opacities"], np.float64)))).mean(0)
+        p = np.clip(p, 1e-6, 1.0 - 1e-6)
+        opacities = np.log(p / (1.0 - p))
+    else:
+        opacities = None
+    return (np.asarray(asset.canonical["scales"] if scales is None else scales, np.float32),
+            np.asarray(asset.canonical["opacities"] if opacities is None else opacities, np.float32))  # fmt: skip
+
+
 def import_rigged_splats(context: Any, asset: Any, armature: Any, name: str, collection: Any = None) -> Any:
-    """The splats at rest (frame 0) bound to ``armature``: three vertices each (centre and two helpers)."""
+    """The splats at rest (frame 0) bound to ``armature``: three vertices each (centre and two helpers); scales
+    and opacities held at their mean over the frames."""
     rig = asset.rig
     n = asset.num_gaussians
     centres = to_blender("positions", np.asarray(asset.frame("positions", 0), np.float32))
@@ -214,9 +229,9 @@ def import_rigged_splats(context: Any, asset: Any, armature: Any, name: str, col
     me.vertices.add(3 * n)
     me.vertices.foreach_set("co", verts.ravel())
     set_attribute(me, ATTR_RGB, np.repeat(asset_io.sh_dc_to_linear_rgb(asset.canonical["sh_dc"]), 3, axis=0))
-    for attr in ("scales", "opacities"):
+    for attr, value in zip(("scales", "opacities"), _held(asset), strict=True):
         target, kind, key, _width = BLENDER_ATTR[attr]
-        set_attribute(me, target, np.repeat(to_blender(attr, asset.frame(attr, 0)), 3, axis=0), kind, key)
+        set_attribute(me, target, np.repeat(to_blender(attr, value), 3, axis=0), kind, key)
     set_attribute(me, ATTR_ROTATION, np.repeat(rot, 3, axis=0), "QUATERNION", "value")
     me.materials.append(splat_material())
     obj = bpy.data.objects.new(name, me)

@@ -193,3 +193,12 @@ def test_pla4d_rig_writes_the_rig_into_the_asset(tmp_path: Path, capsys: pytest.
     rig = read_asset(path).rig
     assert rig is not None and rig.num_bones == 2 and out["fit"]["gaussians"]["mean"] < 0.01
     assert out["rigged_glb"] is None  # no mesh in this asset: nothing to skin in glTF
+
+
+def test_held_appearance_is_the_mean_log_scale_and_mean_opacity() -> None:
+    from pla4d.rig.fit import held_appearance
+
+    log_scales = np.stack([np.full((5, 3), -4.0), np.full((5, 3), -2.0)])
+    logits = np.stack([np.full(5, 0.0), np.full(5, np.log(3.0))])  # opacities 0.5 and 0.75
+    scales, opacities = held_appearance(log_scales, logits)
+    assert np.allclose(scales, -3.0) and np.allclose(1 / (1 + np.exp(-opacities)), 0.625)
