@@ -28,7 +28,8 @@ def test_a_run_rigs_its_motion_and_the_settings_reach_the_stage(tmp_path: Path, 
     asset = read_asset(run / "asset")
     rig = asset.rig
     assert rig is not None and rig.num_bones == 6 and rig.transforms.shape[:2] == (asset.num_frames, 6)
-    assert rig.gaussian_weights.shape == (asset.num_gaussians, 4) and rig.mesh_joints.shape[0] == asset.mesh.num_vertices
+    assert rig.gaussian_weights.shape == (asset.num_gaussians, 4)
+    assert rig.mesh_joints.shape[0] == asset.mesh.num_vertices
     assert np.allclose(rig.gaussian_weights.sum(1), 1.0, atol=1e-5) and rig.info["mesh"]["mean"] < 0.05
     assert (run / "exports" / "rigged.glb").stat().st_size > 1000
     assert json.loads((run / "rig" / "rig.json").read_text())["names"] == rig.names
