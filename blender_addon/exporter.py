@@ -23,6 +23,8 @@ from .pla4d_formats.sequences import write_sequence
 from .pla4d_formats.spz import write_spz
 from .playback import ImportFailedError, frame_values
 
+USD_POINTS_MIN_BLENDER = (4, 5, 0)  # 4.2 writes only an empty Xform for a point cloud; 4.3 / 4.4 untested
+
 
 def _gaussians_at(obj: Any) -> Callable[[int], dict[str, np.ndarray]]:
     """Frame t of a pla4d Gaussian object as arrays in the asset's storage convention and axes."""
@@ -95,6 +97,11 @@ def export_usd(context: Any, obj: Any, path: str | os.PathLike[str]) -> Path:
     The splat instancing is switched off during the export so the file holds the points and their attributes,
     not thousands of sphere instances; the ``pla4d Frames`` Scene Time read makes the exporter sample every frame.
     """
+    if bpy.app.version < USD_POINTS_MIN_BLENDER:
+        raise ImportFailedError(
+            f"Blender {bpy.app.version_string}'s USD exporter writes no point clouds (an empty file): use Blender "
+            "4.5 or later for the USD point cache, or export a PLY sequence"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     splats = obj.modifiers.get("pla4d Splats")

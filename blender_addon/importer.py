@@ -25,22 +25,28 @@ def link_object(context: Any, obj: Any, collection: Any = None) -> None:
 
 
 def new_pointcloud(context: Any, name: str, count: int, collection: Any = None) -> Any:
-    """A PointCloud object with ``count`` points (Python cannot size a PointCloud directly: convert a mesh)."""
-    mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(count)
-    obj = bpy.data.objects.new(name, mesh)
+    """A PointCloud object with ``count`` points. Python cannot size a PointCloud, and Blender 4.2 cannot convert a
+    mesh into one, so a throw-away geometry-nodes modifier (a Points node) makes the points and is applied."""
+    obj = bpy.data.objects.new(name, bpy.data.pointclouds.new(name))
     link_object(context, obj, collection)
-    override: dict[str, Any] = {"active_object": obj, "object": obj, "selected_objects": [obj],
-                                "selected_editable_objects": [obj], "scene": context.scene}  # fmt: skip
-    if context.view_layer is not None:
-        override["view_layer"] = context.view_layer
-    with context.temp_override(**override):
-        result = bpy.ops.object.convert(target="POINTCLOUD")
-    if "FINISHED" not in result or obj.type != "POINTCLOUD":
+    sizer = bpy.data.node_groups.new("pla4d sizer", "GeometryNodeTree")
+    try:
+        sizer.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+        sizer.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+        points = sizer.nodes.new("GeometryNodePoints")
+        points.inputs["Count"].default_value = int(count)
+        sizer.links.new(points.outputs[0], sizer.nodes.new("NodeGroupOutput").inputs[0])
+        mod = obj.modifiers.new("pla4d sizer", "NODES")
+        mod.node_group = sizer
+        with context.temp_override(object=obj, active_object=obj, scene=context.scene):
+            result = bpy.ops.object.modifier_apply(modifier=mod.name)
+    finally:
+        bpy.data.node_groups.remove(sizer)
+    if "FINISHED" not in result or len(obj.data.points) != count:
+        data = obj.data
         bpy.data.objects.remove(obj)
+        bpy.data.pointclouds.remove(data)
         raise ImportFailedError("Blender could not create a point cloud object")
-    bpy.data.meshes.remove(mesh) if mesh.users == 0 else None
-    obj.data.name = name
     return obj
 
 

@@ -28,13 +28,14 @@ def test_settings_panel_from_capabilities(bpy_python, addon_zip, fixture_dir, tm
 @pytest.mark.slow
 @pytest.mark.parametrize("series", ["4.5", "4.2"])
 def test_blender_lts_suite(series, addon_zip, fixture_dir, tmp_path):
-    """The same suite on Blender 4.5 LTS and 4.2 LTS (the manifest's blender_version_min), a separate slow job
-    (another ~800 MB install each)."""
+    """The same suite, render parity and lit scene included, on Blender 4.5 LTS and 4.2 LTS (the manifest's
+    blender_version_min), a separate slow job (another ~800 MB install each)."""
     from conftest import ensure_bpy
 
     python = ensure_bpy(series)
     run_inner(python, ["test_install.py", "test_import_playback.py", "test_glb_import.py", "test_bake_export.py",
                        "test_settings_panel.py"], addon_zip, fixture_dir, tmp_path)  # fmt: skip
+    _assert_parity(_render_parity(python, addon_zip, fixture_dir, tmp_path, ["CYCLES"]))  # and the lit scene
 
 
 def test_backend_end_to_end(bpy_python, addon_zip, fixture_dir, tmp_path):
