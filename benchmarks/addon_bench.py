@@ -9,6 +9,8 @@ measures:
   frame, convert axes, ``foreach_set`` positions and rotations), median over 3 passes of 32 frames;
 - ``frame_set_ms``: ``scene.frame_set`` as a whole in background mode, which also evaluates the depsgraph (the
   splat instancing of 100k points);
+- ``frame_set_no_splats_ms`` / ``frame_set_no_nodes_ms``: the same with the ``pla4d Splats`` modifier off, and
+  with both pla4d modifiers off (the handler plus Blender's own update of a plain point cloud): what dominates;
 - ``baked_frame_set_ms``: the same after baking (geometry nodes pick the frame's attributes).
 
 Prints one JSON line and appends it to benchmarks/results/addon.jsonl.
@@ -105,6 +107,22 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         scene.frame_set(f)
         frame_set.append(time.perf_counter() - t0)
+
+    def frame_set_ms() -> float:
+        times = []
+        for f in list(range(1, args.frames + 1)) * 2:
+            t0 = time.perf_counter()
+            scene.frame_set(f)
+            times.append(time.perf_counter() - t0)
+        return round(statistics.median(times) * 1e3, 2)
+
+    # What frame_set spends its time on: without the splat instancing, then without any pla4d nodes (the handler
+    # and Blender's own update of a plain point cloud are left).
+    obj.modifiers["pla4d Splats"].show_viewport = False
+    no_splats_ms = frame_set_ms()
+    obj.modifiers["pla4d Frames"].show_viewport = False
+    no_nodes_ms = frame_set_ms()
+    obj.modifiers["pla4d Frames"].show_viewport = obj.modifiers["pla4d Splats"].show_viewport = True
     start = time.perf_counter()
     addon.playback.bake(obj)
     bake_s = time.perf_counter() - start
@@ -118,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         "animated": ["positions", "rotations"], "import_s": round(import_s, 3),
         "handler_ms": round(statistics.median(handler) * 1e3, 3),
         "handler_p95_ms": round(sorted(handler)[int(0.95 * len(handler))] * 1e3, 3),
-        "frame_set_ms": round(statistics.median(frame_set) * 1e3, 2), "bake_s": round(bake_s, 3),
+        "frame_set_ms": round(statistics.median(frame_set) * 1e3, 2), "frame_set_no_splats_ms": no_splats_ms,
+        "frame_set_no_nodes_ms": no_nodes_ms, "bake_s": round(bake_s, 3),
         "baked_frame_set_ms": round(statistics.median(baked) * 1e3, 2),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
