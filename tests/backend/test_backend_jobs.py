@@ -65,7 +65,7 @@ def test_example_job_end_to_end(shared_backend, tmp_path):
     names = [e["event"] for e in events]
     assert names[0] == "accepted" and names[-1] == "done"
     stages = [e["stage"] for e in events if e["event"] == "stage_started"]
-    assert stages == ["example", "focal", "static", "motion", "asset", "exports"]
+    assert stages == ["example", "focal", "static", "motion", "rig", "asset", "exports"]
     progress = [e for e in events if e["event"] == "progress"]
     static = [e["iteration"] for e in progress if e["stage"] == "static"]
     motion = [e["iteration"] for e in progress if e["stage"] == "motion"]
