@@ -454,6 +454,13 @@ def sync_splat_look(obj: Any) -> None:
     mod = obj.modifiers.get("pla4d Splats")
     if mod is None or mod.node_group is None:
         return
+    if mod.node_group.name == SPLATS_GROUP and mod.node_group.get("pla4d_nodes_version") != NODES_VERSION:
+        # A group saved by an older add-on (no Smoothing / Lit inputs) is rebuilt in place; its sockets are new,
+        # so the modifier is given their defaults (it would read 0 for a socket it has no value for).
+        group = splats_group()
+        for item in group.interface.items_tree:
+            if getattr(item, "in_out", None) == "INPUT" and hasattr(item, "default_value"):
+                mod[item.identifier] = item.default_value
     set_modifier_input(mod, "Smoothing", float(obj.pla4d.smoothing))
     set_modifier_input(mod, "Lit", obj.pla4d.shading == "LIT")
     obj.update_tag()

@@ -105,6 +105,13 @@ def test_splat_nodes_and_material(addon, blob):
     assert {n.type for n in lit.node_tree.nodes} >= {"BSDF_PRINCIPLED", "BSDF_TRANSPARENT"}
     attrs = {n.attribute_name for n in lit.node_tree.nodes if n.type == "ATTRIBUTE"}
     assert attrs == {"splat_rgb", "splat_opacity", "splat_k", "splat_scale"}
+    # A file saved by an older add-on: its splat group has neither input; a change of look rebuilds it in place.
+    group = obj.modifiers["pla4d Splats"].node_group
+    group.interface.remove(next(i for i in group.interface.items_tree if getattr(i, "name", "") == "Smoothing"))
+    group["pla4d_nodes_version"] = 2
+    obj.pla4d.smoothing = 0.01
+    assert obj.modifiers["pla4d Splats"].node_group == group and group["pla4d_nodes_version"] == 3
+    np.testing.assert_allclose(instance_scales(obj), np.sort((np.sqrt(raw**2 + 0.01**2) * 3.0).ravel()), rtol=1e-4)
 
 
 def test_import_errors_are_messages(addon, tmp_path):
