@@ -294,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="where the run and pictures go (default: out/eval/CLIP/PRESET)")
     evaluate.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"], help="LPIPS network for scoring")
     evaluate.add_argument(
-        "--method", default="4d", choices=["4d", "static"], help="4d: the whole video-to-4D run (default); "
-        "static: the static stage only (its model is scored at every frame)"
+        "--method", default="4d", choices=["4d", "static", "rig"], help="4d: the whole video-to-4D run (default); "
+        "static: the static stage only (its model is scored at every frame); rig: the 4D run's splats driven by its "
+        "rig alone (bones, held scales and opacities)"
     )  # fmt: skip
     evaluate.add_argument("--save-renders", default=None, help="write every scored render as DIR/<azimuth>/NNN.png")
     evaluate.add_argument("--prompt", default=None, help="also the CLIP score against this text; with a run folder "

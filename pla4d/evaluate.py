@@ -170,13 +170,17 @@ def evaluate_clip(
         model = load_ply(out / "run" / "static" / "canonical.ply").to(dev)
         still = render_views(model, clip, views)
         renders = {view: {t: still[view] for t in frame_ids} for view in views}
-    elif method == "4d":
+    elif method in ("4d", "rig"):
         from pla4d.asset.format import frame_model, read_asset
 
         # One asset frame per clip frame, whatever the preset's export factor: the scores compare frame by frame.
         summary = run_video_to_4d(clip.path / "input", mesh_path, out / "run", preset.replace_motion(
             export_frame_factor=1), seed=seed, device=device, fps=clip.fps)  # fmt: skip
         asset = read_asset(out / "run" / "asset")
+        if method == "rig":  # the same run's splats driven by its rig alone (issue 23)
+            from pla4d.rig.fit import rig_driven_asset
+
+            asset = rig_driven_asset(asset)
         if asset.positions.shape[0] != clip.n_frames:
             raise ValueError(f"the asset has {asset.positions.shape[0]} frames, the clip {clip.n_frames}")
         if asset.mesh is not None:
@@ -187,7 +191,7 @@ def evaluate_clip(
             for view in views:
                 renders[view][t] = frame[view]
     else:
-        raise ValueError(f"method must be 'static' or '4d', got {method!r}")
+        raise ValueError(f"method must be 'static', '4d' or 'rig', got {method!r}")
     seconds = time.perf_counter() - start
     peak = peak_rss_mb()
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None

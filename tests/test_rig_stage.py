@@ -43,3 +43,19 @@ def test_a_run_rigs_its_motion_and_the_settings_reach_the_stage(tmp_path: Path, 
     assert main([*ARGV, "--out", str(tmp_path), "--no-rig"]) == 0
     capsys.readouterr()
     assert read_asset(run / "asset").rig is None and not (run / "exports" / "rigged.glb").exists()
+
+
+def test_eval_method_rig_scores_the_rig_driven_splats(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pla4d.example.clip import ExampleSettings, write_example_clip
+
+    clip = write_example_clip(tmp_path / "clip", ExampleSettings(num_frames=3, fps=8.0, resolution=48, supersample=1,
+                                                                 novel_azimuths=(90.0,)))  # fmt: skip
+    argv = ["eval", str(clip), "--iterations", "2", "--motion-iterations", "2", "--frames", "all", "--out",
+            str(tmp_path / "ev")]  # fmt: skip
+    assert main(argv) == 0
+    field = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert main([*argv, "--method", "rig"]) == 0
+    rig = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert field["stage"] == "4d" and rig["stage"] == "rig" and rig["frames"] == [0, 1, 2]
+    assert 5 < rig["psnr"] < 100 and abs(rig["psnr"] - field["psnr"]) < 3  # same run, splats driven by its bones
+    assert rig["seconds"] < field["seconds"]  # the run came from the stage cache

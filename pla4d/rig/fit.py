@@ -15,7 +15,7 @@ from pla4d.rig.skinning import skin_gaussians
 from pla4d.rig.ssdr import RigError, check_points, fit_skinning, reconstruct
 from pla4d.rig.threads import single_blas_thread
 
-__all__ = ["RigError", "build_rig", "held_appearance", "rig_errors", "rigged_gaussians"]
+__all__ = ["RigError", "build_rig", "held_appearance", "rig_driven_asset", "rig_errors", "rigged_gaussians"]
 
 
 def rig_errors(target: np.ndarray, fitted: np.ndarray, diagonal: float) -> dict[str, float]:
@@ -93,3 +93,26 @@ def rigged_gaussians(rig: RigData, rest_positions: Any, rest_rotations: Any) -> 
     return skin_gaussians(np.asarray(rest_positions, np.float64), np.asarray(rest_rotations, np.float64),
                           np.asarray(rig.transforms, np.float64), np.asarray(rig.gaussian_joints, np.int64),
                           np.asarray(rig.gaussian_weights, np.float64))  # fmt: skip
+
+
+def rig_driven_asset(asset: Any) -> Any:
+    """A copy of a rigged :class:`pla4d.asset.format.Asset4D` whose Gaussians are driven by its rig alone: centres
+    and rotations by linear blend skinning from frame 0, scales and opacities held (:func:`held_appearance`). What
+    the Blender rig import shows; ``pla4d eval --method rig`` scores it."""
+    from pla4d.asset.format import Asset4D
+
+    if asset.rig is None:
+        raise RigError("this asset has no rig (the rig stage was off, or the run predates it)")
+    rotations = asset.rotations[0] if asset.rotations is not None else asset.canonical.quats.detach().cpu().numpy()
+    positions, rotations = rigged_gaussians(asset.rig, asset.positions[0], rotations)
+    t = asset.num_frames
+    scales, opacities = asset.scales, asset.opacities
+    if scales is not None or opacities is not None:
+        log_scales = scales if scales is not None else asset.canonical.log_scales.detach().cpu().numpy()[None]
+        logits = opacities if opacities is not None else asset.canonical.opacity_logits.detach().cpu().numpy()[None]
+        held_scales, held_opacities = held_appearance(log_scales, logits)
+        scales = None if scales is None else np.repeat(held_scales[None], t, 0)
+        opacities = None if opacities is None else np.repeat(held_opacities[None], t, 0)
+    return Asset4D(asset.canonical, positions=positions, rotations=rotations, scales=scales, opacities=opacities,
+                   fps=asset.fps, meta=dict(asset.meta), mesh=asset.mesh, start_frame=asset.start_frame,
+                   rig=asset.rig)  # fmt: skip
