@@ -361,13 +361,17 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(jobs, indent=1))
         return 0
-    print(f"{'job':16}  {'kind':8} {'state':10} {'stage':9} {'queue':5}  {'created':19}  error")
+    nodes = any(job.get("node") for job in jobs)  # a backend with --executor ray: where each job runs or ran
+    print(f"{'job':16}  {'kind':8} {'state':10} {'stage':9} {'queue':5}  {'created':19}  " + ("node  " * nodes)
+          + "error")  # fmt: skip
     for job in jobs:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created"]))
         error = f"{job['error']['code']}: {job['error']['message']}" if job["error"] else ""
         pos = "" if job["queue_position"] is None else str(job["queue_position"])
+        node = f"{job.get('node') or '-'}  " if nodes else ""
         print(
-            f"{job['job_id']:16}  {job['kind']:8} {job['state']:10} {job['stage'] or '':9} {pos:5}  {created}  {error}"
+            f"{job['job_id']:16}  {job['kind']:8} {job['state']:10} {job['stage'] or '':9} {pos:5}  {created}  "
+            f"{node}{error}"
         )
     return 0
 

@@ -91,6 +91,10 @@ class Executor(ABC):
     def close(self) -> None:
         """Stop every run and free the executor's resources."""
 
+    def node_of(self, job_id: str) -> str | None:
+        """The machine that runs (or last ran) the job, for job listings; None where there is only this one."""
+        return None
+
 
 @dataclass
 class _Worker:

@@ -151,9 +151,11 @@ class RayExecutor(Executor):
     def running(self) -> dict[str, int]:
         return {run.job_id: slot for slot, run in self.runs.items()}
 
-    def node_of(self, job_id: str) -> dict[str, Any] | None:
-        """Where a running job runs (None before Ray has placed it)."""
-        return next((run.node for run in self.runs.values() if run.job_id == job_id), None)
+    def node_of(self, job_id: str) -> str | None:
+        """The node that runs the job, or ran its last attempt (None before Ray has placed it)."""
+        run = next((r for r in self.runs.values() if r.job_id == job_id), None)
+        node = run.node if run is not None else self._state(job_id).get("node")
+        return None if not node else f"{node.get('ip')} ({node.get('host')})"
 
     # ------------------------------------------------------------------ runs
     def _state(self, job_id: str) -> dict[str, Any]:
@@ -222,8 +224,12 @@ class RayExecutor(Executor):
                 continue
             try:
                 actor = self.ray.get_actor(state["actor"])
+            except Exception:  # gone with its node: the scheduler queues the job again
+                continue
+            try:
                 node = self.ray.get(actor.where.remote(), timeout=30)
-            except Exception:  # gone with its node, or never placed: the scheduler queues the job again
+            except Exception:  # never placed (or unreachable): it must not take a GPU later, the job runs again
+                self.ray.kill(actor)
                 continue
             slot = next(s for s in range(len(self.runs) + 1) if s not in self.runs)
             run = _Run(job_id, slot, actor, state["actor"], int(state.get("attempt", 1)), int(state.get("seen", 0)),

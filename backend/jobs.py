@@ -243,7 +243,7 @@ class Jobs:
         out.update(
             job_id=job["id"], queue_position=self.scheduler.positions.get(job["id"]),
             settings=req.get("settings", {}), prompt=req.get("prompt"), last_seq=job["last_seq"],
-            summary=job["summary"],
+            summary=job["summary"], node=self.scheduler.executor.node_of(job["id"]),
             error={"code": job["error_code"], "message": job["error_message"]} if job["error_code"] else None,
         )  # fmt: skip
         return out

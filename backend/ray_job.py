@@ -45,6 +45,7 @@ class JobRunner:
     when there is no shared storage, else None and ``job_dir`` is the shared folder the server filled."""
 
     def __init__(self, job_id: str, job_dir: str | None, files: dict[str, bytes] | None):
+        self.since = time.time()  # the actor's process is up (dispatch overhead: benchmarks/cluster_bench.py)
         self.job_id = job_id
         self.private = job_dir is None
         self.tmp = tempfile.mkdtemp(prefix=f"pla4d-{job_id}-")
@@ -66,7 +67,7 @@ class JobRunner:
 
         ctx = ray.get_runtime_context()
         return {"node_id": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(), "host": socket.gethostname(),
-                "pid": os.getpid()}  # fmt: skip
+                "pid": os.getpid(), "since": self.since}  # fmt: skip
 
     def start(self) -> None:
         """Start the worker (idempotent: a backend that adopts this actor after a restart may call it again)."""

@@ -106,6 +106,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_time(pid: int) -> str | None:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())[19]
+    except (OSError, IndexError):
+        return None
+
+
 class RayCluster:
     """A real Ray cluster of separate node processes on this machine (``ray start --block``, one process group per
     node, stopped by its id: never ``ray stop``, which kills by name). Each node declares logical GPUs.
@@ -123,10 +130,10 @@ class RayCluster:
         self.temp = tempfile.mkdtemp(prefix="pla4d-ray-", dir="/tmp")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1",
-                        # a lost node is noticed in ~3 s instead of ~30 s
-                        RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3",
-                        RAY_health_check_initial_delay_ms="1000", **(env or {}))  # fmt: skip
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1",
+                    # a lost node is noticed in ~3 s instead of ~30 s
+                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+                    "RAY_health_check_initial_delay_ms": "1000", **(env or {})}  # fmt: skip
         self.nodes: list[subprocess.Popen] = []
 
     def _start(self, args: list[str], name: str, cpus: str | None) -> subprocess.Popen:
@@ -185,24 +192,29 @@ class RayCluster:
         return found
 
     def stop(self) -> None:
-        below = self.descendants([p.pid for p in self.nodes])  # before their parents go and they are re-parented
-        for proc in reversed(self.nodes):  # worker nodes first, the head last
+        # Before their parents go and they are re-parented; each with its start time, so a reused pid is spared.
+        below = [(pid, _start_time(pid)) for pid in self.descendants([p.pid for p in self.nodes])]
+        for proc in self.nodes:  # all at once: a test cluster's state is not worth a clean shutdown's wait
             if proc.poll() is None:
                 proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    pass
+        deadline = time.monotonic() + 5
+        for proc in self.nodes:
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.nodes:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # anything of that node still alive
             except ProcessLookupError:
                 pass
             proc.wait(10)
-        for pid in below:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for pid, started in below:
+            if started is not None and _start_time(pid) == started:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         import shutil
 
         shutil.rmtree(self.temp, ignore_errors=True)

@@ -17,6 +17,7 @@ pytest.importorskip("ray")
 
 from backend_helpers import TINY, RayCluster  # noqa: E402
 
+from backend import client_cli  # noqa: E402
 from backend.client import Client  # noqa: E402
 
 TERMINAL = ("done", "failed", "cancelled")
@@ -63,7 +64,7 @@ def fetched(client: Client, job_id: str, out: Path) -> dict[str, bytes]:
     return files
 
 
-def test_ray_executor_runs_jobs_like_local(cluster, backend_factory, tmp_path):
+def test_ray_executor_runs_jobs_like_local(cluster, backend_factory, tmp_path, capsys):
     """Three tiny example jobs on a head and a worker node (one logical GPU each), through the real backend and
     client: all finish, results are checked by sha256, events arrive in order, and the job with the local run's
     seed gives the local executor's arrays (float32, rtol 1e-5 / atol 1e-6: thread counts may differ)."""
@@ -75,6 +76,7 @@ def test_ray_executor_runs_jobs_like_local(cluster, backend_factory, tmp_path):
         local_events = collect(client, [local_id])[local_id]
         assert local_events[-1]["event"] == "done", local_events[-1]
         local_files = fetched(client, local_id, tmp_path / "local")
+        assert client.status(local_id)["node"] is None
     local.stop()
 
     ray_backend = backend_factory("--rate", "0", "--executor", "ray", "--ray-address", cluster.address, name="ray")
@@ -96,6 +98,11 @@ def test_ray_executor_runs_jobs_like_local(cluster, backend_factory, tmp_path):
             assert "preview" in names
         listing = {j["job_id"]: j for j in client.list()}
         assert all(listing[job_id]["state"] == "done" for job_id in ids)
+        assert all(listing[job_id]["node"].endswith(")") for job_id in ids)  # "IP (host)" of the node it ran on
+        capsys.readouterr()
+        assert client_cli.main(["jobs", "--server", ray_backend.endpoint]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert "node" in lines[0].split() and all(listing[i]["node"] in "\n".join(lines) for i in ids)
         remote_files = fetched(client, ids[0], tmp_path / "ray")
     assert set(remote_files) == set(local_files)
     positions = np.frombuffer(remote_files["asset/positions.bin"], "<f4")
