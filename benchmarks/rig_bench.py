@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pla4d.asset.format import Asset4D, frame_model, read_asset  # noqa: E402
-from pla4d.rig.fit import build_rig, held_appearance, rigged_gaussians  # noqa: E402
+from pla4d.rig.fit import build_rig, rig_driven_asset  # noqa: E402
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
@@ -82,14 +82,9 @@ def novel_views(run: Path, asset: Asset4D, rig: Any, every: int) -> dict[str, An
         return None
     clip = load_clip(clip_dir)
     frames = list(range(0, min(clip.n_frames, asset.num_frames), every))
-    positions, rotations = rigged_gaussians(rig, asset.positions[0], asset.rotations[0])
-    t = asset.num_frames
-    scales = opacities = None
-    if asset.scales is not None and asset.opacities is not None:
-        held_scales, held_opacities = held_appearance(asset.scales, asset.opacities)
-        scales, opacities = np.repeat(held_scales[None], t, 0), np.repeat(held_opacities[None], t, 0)
-    rigged = Asset4D(asset.canonical, positions=positions, rotations=rotations, scales=scales, opacities=opacities,
-                     fps=asset.fps)  # fmt: skip
+    asset.rig = rig
+    rigged = rig_driven_asset(asset)  # what `pla4d eval --method rig` scores
+    positions, rotations = rigged.positions, rigged.rotations
     # Diagnostic: the rig's centres and rotations with the field's own scales and opacities (what the rig cannot
     # carry), to split the rig-driven drop into pose error and held scales / opacities.
     posed = Asset4D(asset.canonical, positions=positions, rotations=rotations, scales=asset.scales,
