@@ -40,6 +40,7 @@ from backend.ray_job import CANCEL_KILL_S, MAX_CHUNK, JobRunner
 STATE_FILE = "ray.json"  # in the job folder: the actor's name, the run's attempt, the events taken
 CAPACITY_TTL_S = 2.0
 POLL_S = 1.0  # longest wait of one events poll (a stopping server waits for it)
+UNAVAILABLE_S = 20.0  # an actor Ray cannot reach this long is given up as lost (Ray's node check is ~15 s)
 KILL_AFTER_CANCEL_S = CANCEL_KILL_S + 1.0  # an actor whose run has not ended by then is killed with its worker
 
 
@@ -252,8 +253,19 @@ class RayExecutor(Executor):
                     return
                 push.send_multipart([b"node", key, json.dumps(node).encode()])
             seen = run.seen
+            unavailable_since = None
             while not self.stopping.is_set():
-                first, batch, ended = self.ray.get(run.actor.events.remote(seen, POLL_S))
+                try:
+                    first, batch, ended = self.ray.get(run.actor.events.remote(seen, POLL_S))
+                    unavailable_since = None
+                except self.ray.exceptions.ActorUnavailableError:
+                    # Ray cannot reach the actor for now (it may still run): a lost node is declared by Ray
+                    # (ActorDiedError) or, failing that, after UNAVAILABLE_S of silence.
+                    unavailable_since = unavailable_since or time.monotonic()
+                    if time.monotonic() - unavailable_since > UNAVAILABLE_S:
+                        raise
+                    time.sleep(0.5)
+                    continue
                 for i, (envelope, raw) in enumerate(batch):
                     if unpack(envelope, limit=MAX_EVENT_BYTES).get("event") == "done":
                         envelope = self._collect(run, envelope)
@@ -269,8 +281,13 @@ class RayExecutor(Executor):
                 return
             if not isinstance(exc, self.ray.exceptions.RayError):
                 traceback.print_exc()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            reason = f"{node_label(node)} was lost while running this job ({type(exc).__name__}: {first})"
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+            why = next((line for line in lines if "because" in line), lines[0])[:300]  # Ray's cause, where it says
+            reason = f"{node_label(node)} was lost while running this job ({type(exc).__name__}: {why})"
+            try:
+                self.ray.kill(run.actor)  # should it still run somewhere, it must not run beside its retry
+            except Exception:
+                pass
             push.send_multipart([b"lost", key, reason.encode()])
         finally:
             push.close()
