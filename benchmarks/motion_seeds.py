@@ -31,7 +31,6 @@ import torch
 from motion_integrity import measure
 from results_log import append_result
 
-from pla4d.asset.format import read_asset
 from pla4d.cameras import Cameras
 from pla4d.clip import load_clip
 from pla4d.config import MotionConfig, get_preset
@@ -40,7 +39,7 @@ from pla4d.evaluate import Scorer, _aggregate, _straight_rgba, vertex_errors
 from pla4d.gaussians.ply import load_ply
 from pla4d.losses.perceptual import make_perceptual
 from pla4d.render.gaussians import render_gaussians
-from pla4d.runner.inputs import frame_paths, load_frame
+from pla4d.runner.inputs import check_mesh, frame_paths, load_frame
 from pla4d.runner.motion import load_field
 from pla4d.stages.motion4d import train_motion
 
@@ -74,10 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     truth = {t: [clip.load_frame(v, t) for v in views] for t in frames}
     scorer = Scorer("alex")
 
-    mesh0 = None
-    if (run / "asset" / "asset.json").is_file() and clip.gt_verts_path.is_file():
-        asset = read_asset(run / "asset")
-        mesh0 = None if asset.mesh is None else torch.from_numpy(np.asarray(asset.mesh.positions[0])).float()
+    mesh0 = None  # the clip's frame-1 mesh, moved by the field as the asset's animated mesh is (vertex error)
+    if (clip.path / "first_frame.glb").is_file() and clip.gt_verts_path.is_file():
+        mesh0 = check_mesh(clip.path / "first_frame.glb").vertices.float()
 
     seeds: list[int | str] = (["run"] if args.kept else []) + [int(s) for s in args.seeds.split(",") if s]
     for seed in seeds:

@@ -128,18 +128,21 @@ class PartMotion(nn.Module):
         """(B, N, 3) displacement of ``points`` (N, 3) at ``times`` (B,) and (B, N, 4) the blended unit
         quaternion each point turns by."""
         idx, w = self.weights(points)
+        dense = points.new_zeros(points.shape[0], self.parts).scatter_(1, idx, w)  # (N, K), m non-zeros a row
         rot, trans = self.rows(times)
         quats = axis_angle_quaternion(rot)  # (B, K, 4)
         mats = quaternion_matrix(quats)  # (B, K, 3, 3)
-        local = points[:, None, :] - self.centres[idx]  # (N, m, 3)
-        moved = torch.einsum("bnmij,nmj->bnmi", mats[:, idx], local) + self.centres[idx] + trans[:, idx]
-        displacement = (w[None, :, :, None] * moved).sum(2) - points
-        # The parts' rotations stay near one another across a border, so a weighted sum (on one hemisphere) of
-        # their quaternions, normalised, is their blend.
-        q = quats[:, idx]  # (B, N, m, 4)
-        q = torch.where(q[..., :1] < 0, -q, q)
-        turn = (w[None, :, :, None] * q).sum(2)
-        return displacement, turn / turn.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        # A part moves x to R x + (c + tau - R c): blending the parts' affine maps by the weights and applying
+        # the blend is the blend of the moved points, as one (N, K) @ (K, 12) product per time.
+        offset = self.centres + trans - torch.einsum("bkij,kj->bki", mats, self.centres)
+        affine = torch.cat([mats.flatten(2), offset], dim=2)  # (B, K, 12)
+        blended = torch.matmul(dense, affine)  # (B, N, 12)
+        moved = torch.einsum("bnij,nj->bni", blended[..., :9].unflatten(-1, (3, 3)), points) + blended[..., 9:]
+        # The parts' rotations stay near one another across a border, so a weighted sum of their quaternions (on
+        # one hemisphere), normalised, is their blend.
+        quats = torch.where(quats[..., :1] < 0, -quats, quats)
+        turn = torch.matmul(dense, quats)
+        return moved - points, turn / turn.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     @torch.no_grad()
     def hold_after(self, position: float) -> None:
