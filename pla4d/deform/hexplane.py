@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pla4d.deform.interp import line_weights
 from pla4d.deform.mirror import lift_depth
 from pla4d.deform.parts import PartMotion, quaternion_product
 
@@ -45,20 +46,6 @@ TIME_AXES = (0, 1, 2)
 def frame_time(index: int | Tensor, num_frames: int) -> float | Tensor:
     """Time in [0, 1] of frame ``index`` of ``num_frames`` (frame 0 at 0, the last at 1)."""
     return index / max(num_frames - 1, 1)
-
-
-def _line_weights(coords: Tensor, size: int) -> Tensor:
-    """(size, N) linear-interpolation weights of N coordinates in [-1, 1] on a line of ``size`` samples, as
-    ``grid_sample`` with ``align_corners=True`` and border padding reads them (two non-zeros per column)."""
-    position = (coords.clamp(-1.0, 1.0) + 1.0) * 0.5 * (size - 1)
-    below = position.floor().clamp(0, size - 2)
-    frac = position - below
-    below = below.long()
-    weights = coords.new_zeros(size, coords.shape[0])
-    columns = torch.arange(coords.shape[0], device=coords.device)
-    weights[below, columns] = 1.0 - frac
-    weights[below + 1, columns] = frac
-    return weights
 
 
 @dataclass
@@ -206,14 +193,14 @@ class DeformationField(nn.Module):
         # (a (3, C, B, width) set of lines) and the lines are then read at the N points, both as matrix products
         # with linear-interpolation weights. The same numbers as grid_sample over B*N points, in about half the
         # time forward and back on CPU (its backward scatters every point).
-        time_weights = _line_weights(tc, self.time_resolution)  # (T, B)
+        time_weights = line_weights(tc, self.time_resolution)  # (T, B)
         feats = []
         for spatial, temporal in zip(self.spatial, self.temporal, strict=True):
             s = F.grid_sample(spatial, sgrid, mode="bilinear", padding_mode="border", align_corners=True)[..., 0]
             s = s[0] * s[1] * s[2]  # (C, N)
             width = temporal.shape[-1]
             lines = (temporal.transpose(2, 3) @ time_weights).transpose(2, 3)  # (3, C, B, width)
-            point_weights = torch.stack([_line_weights(x[:, axis], width) for axis in TIME_AXES])  # (3, width, N)
+            point_weights = torch.stack([line_weights(x[:, axis], width) for axis in TIME_AXES])  # (3, width, N)
             tt = (lines.reshape(3, self.channels * b, width) @ point_weights).reshape(3, self.channels, b, n)
             tt = tt[0] * tt[1] * tt[2]  # (C, B, N)
             feats.append(tt * s[:, None, :])

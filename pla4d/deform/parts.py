@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pla4d.deform.interp import line_weights
+
 __all__ = ["PartMotion", "axis_angle_quaternion", "kmeans_centres", "quaternion_matrix", "quaternion_product"]
 
 
@@ -114,10 +116,8 @@ class PartMotion(nn.Module):
 
     def rows(self, times: Tensor) -> tuple[Tensor, Tensor]:
         """(B, K, 3) rotations and translations at ``times`` (B,) in [0, 1], row 0 held at zero."""
-        from pla4d.deform.hexplane import _line_weights  # the field's own interpolation (no import circle)
-
         tc = (times * 2.0 - 1.0).clamp(-1.0, 1.0)
-        weights = _line_weights(tc, self.time_resolution).t()  # (B, R)
+        weights = line_weights(tc, self.time_resolution).t()  # (B, R)
         keep = torch.ones(self.time_resolution, 1, 1, device=times.device)
         keep[0] = 0.0
         rot = torch.einsum("br,rkc->bkc", weights, self.rotations * keep)
