@@ -114,6 +114,8 @@ def test_run_and_eval_4d_with_stage_cache(tiny_clip, tmp_path, capsys):
     assert asset.mesh is not None and asset.mesh.positions.shape[0] == 2
     for path in first["exports"]:
         assert Path(path).stat().st_size > 0
+    names = {Path(path).name for path in first["exports"]}
+    assert {"animated_mesh.glb", "preview.mp4", "contact_sheet.png", "canonical.spz"} <= names  # default exports
     assert "static_s" in first["timings"] and "motion_s" in first["timings"]
     # Unchanged inputs and settings: every stage comes from the cache.
     assert main(argv) == 0

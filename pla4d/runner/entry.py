@@ -20,7 +20,7 @@ from pla4d.runner.core import EventSink, Plan, RunContext, Stage, locate_models,
 from pla4d.runner.front import EXAMPLE, MATTE, MESH, VIDEO, frame_files, needs_matting, read_user_video
 from pla4d.runner.inputs import check_mesh, content_key, frame_paths, load_frame, load_frames
 from pla4d.runner.lift3d import FOCAL, STATIC
-from pla4d.runner.motion import ASSET, EXPORT_FILES, EXPORTS, MOTION
+from pla4d.runner.motion import ASSET, EXPORTS, MOTION
 from pla4d.runner.rig import RIG
 
 LIFT_STAGES = (FOCAL, STATIC)
@@ -62,7 +62,8 @@ def _run(
         summary.update(ctx.get("motion_notes"))
     if "exports" in names:
         summary["asset"] = str(ctx.folder("asset"))
-        summary["exports"] = [str(ctx.folder("exports") / n) for n in EXPORT_FILES]
+        # What the folder holds, not a fixed list: the splat formats and rigged.glb depend on settings and the rig.
+        summary["exports"] = sorted(str(p) for p in ctx.folder("exports").iterdir() if p.name != "stage.json")
     summary["stages"] = records
     if ctx.device.type == "cuda":
         summary["peak_gpu_mb"] = max((r.get("peak_gpu_mb", 0.0) for r in records.values()), default=None)

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from pla4d.asset.format import Asset4D
     from pla4d.stages.motion4d import MotionResult
 
-EXPORT_FILES = ("animated_mesh.glb", "preview.mp4", "contact_sheet.png")
-
 
 def make_guidance(preset: PresetConfig, device: torch.device, total_iterations: int) -> tuple[Any, str]:
     """Zero123 reference refinement as ``train_motion`` expects it, or (None, why it is off)."""
