@@ -5,6 +5,7 @@ every pla4d object; and the File > Import / Export menu entries."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import bpy
@@ -44,6 +45,25 @@ class PLA4D_OT_import_asset(bpy.types.Operator, ImportHelper):
 def _pla4d_objects(context: Any, kinds: tuple[str, ...] = ("GAUSSIANS", "MESH")) -> list[Any]:
     chosen = list(context.selected_objects) or ([context.active_object] if context.active_object else [])
     return [o for o in chosen if getattr(o, "pla4d", None) is not None and o.pla4d.kind in kinds]
+
+
+# What an export can fail on that is the user's to fix (a stale or moved asset, a full disk, bad values): a report.
+_EXPORT_ERRORS = (playback.ImportFailedError, asset_io.AssetReadError, OSError, ValueError)
+
+
+def _export_active(op: Any, context: Any, write: Callable[[Any], str]) -> set[str]:
+    """Run ``write`` (which returns what it wrote, for the report) on the selected pla4d Gaussian object."""
+    objects = _pla4d_objects(context, ("GAUSSIANS",))
+    if not objects:
+        op.report({"ERROR"}, "Select a pla4d Gaussian object")
+        return {"CANCELLED"}
+    try:
+        message = write(objects[0])
+    except _EXPORT_ERRORS as exc:
+        op.report({"ERROR"}, str(exc))
+        return {"CANCELLED"}
+    op.report({"INFO"}, message)
+    return {"FINISHED"}
 
 
 class PLA4D_OT_bake(bpy.types.Operator):
@@ -98,17 +118,7 @@ class PLA4D_OT_export_usd(bpy.types.Operator, ExportHelper):
     filter_glob: StringProperty(default="*.usd;*.usdc;*.usda", options={"HIDDEN"})
 
     def execute(self, context: Any) -> set[str]:
-        objects = _pla4d_objects(context, ("GAUSSIANS",))
-        if not objects:
-            self.report({"ERROR"}, "Select a pla4d Gaussian object")
-            return {"CANCELLED"}
-        try:
-            path = exporter.export_usd(context, objects[0], self.filepath)
-        except playback.ImportFailedError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Wrote {path}")
-        return {"FINISHED"}
+        return _export_active(self, context, lambda obj: f"Wrote {exporter.export_usd(context, obj, self.filepath)}")
 
 
 class PLA4D_OT_export_ply(bpy.types.Operator):
@@ -124,20 +134,15 @@ class PLA4D_OT_export_ply(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def execute(self, context: Any) -> set[str]:
-        objects = _pla4d_objects(context, ("GAUSSIANS",))
-        if not objects:
-            self.report({"ERROR"}, "Select a pla4d Gaussian object")
-            return {"CANCELLED"}
         if not self.directory:
             self.report({"ERROR"}, "Choose a folder")
             return {"CANCELLED"}
-        try:
-            written = exporter.export_ply_sequence(objects[0], bpy.path.abspath(self.directory))
-        except (playback.ImportFailedError, asset_io.AssetReadError, OSError, ValueError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Wrote {len(written)} PLY files to {self.directory}")
-        return {"FINISHED"}
+
+        def write(obj: Any) -> str:
+            written = exporter.export_ply_sequence(obj, bpy.path.abspath(self.directory))
+            return f"Wrote {len(written)} PLY files to {self.directory}"
+
+        return _export_active(self, context, write)
 
 
 class PLA4D_OT_import_foreign(bpy.types.Operator, ImportHelper):
@@ -192,20 +197,8 @@ class PLA4D_OT_export_splats(bpy.types.Operator, ExportHelper):
         return ExportHelper.check(self, _context) or changed
 
     def execute(self, context: Any) -> set[str]:
-        objects = _pla4d_objects(context, ("GAUSSIANS",))
-        if not objects:
-            self.report({"ERROR"}, "Select a pla4d Gaussian object")
-            return {"CANCELLED"}
-        try:
-            if self.format == "KHR_GLB":
-                path = exporter.export_khr_glb(context, objects[0], self.filepath)
-            else:
-                path = exporter.export_spz(context, objects[0], self.filepath)
-        except (playback.ImportFailedError, asset_io.AssetReadError, OSError, ValueError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Wrote {path}")
-        return {"FINISHED"}
+        write = exporter.export_khr_glb if self.format == "KHR_GLB" else exporter.export_spz
+        return _export_active(self, context, lambda obj: f"Wrote {write(context, obj, self.filepath)}")
 
 
 class PLA4D_OT_export_splat_sequence(bpy.types.Operator):
@@ -227,21 +220,15 @@ class PLA4D_OT_export_splat_sequence(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def execute(self, context: Any) -> set[str]:
-        objects = _pla4d_objects(context, ("GAUSSIANS",))
-        if not objects:
-            self.report({"ERROR"}, "Select a pla4d Gaussian object")
-            return {"CANCELLED"}
         if not self.directory:
             self.report({"ERROR"}, "Choose a folder")
             return {"CANCELLED"}
-        try:
-            written = exporter.export_splat_sequence(context, objects[0], bpy.path.abspath(self.directory),
-                                                     self.format)  # fmt: skip
-        except (playback.ImportFailedError, asset_io.AssetReadError, OSError, ValueError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Wrote {len(written)} files to {self.directory}")
-        return {"FINISHED"}
+
+        def write(obj: Any) -> str:
+            written = exporter.export_splat_sequence(context, obj, bpy.path.abspath(self.directory), self.format)
+            return f"Wrote {len(written)} files to {self.directory}"
+
+        return _export_active(self, context, write)
 
 
 def menu_import(self: Any, _context: Any) -> None:
