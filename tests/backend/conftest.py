@@ -7,7 +7,17 @@ import pytest
 pytest.importorskip("zmq")
 pytest.importorskip("msgpack")
 
-from backend_helpers import TINY, Backend  # noqa: E402
+from backend_helpers import TINY, Backend, RayCluster  # noqa: E402
+
+
+@pytest.fixture
+def cluster():
+    """A Ray cluster on this machine (``backend_helpers.RayCluster``), stopped by its processes' ids afterwards."""
+    ray_cluster = RayCluster()
+    try:
+        yield ray_cluster
+    finally:
+        ray_cluster.stop()
 
 
 @pytest.fixture

@@ -15,21 +15,12 @@ import pytest
 
 pytest.importorskip("ray")
 
-from backend_helpers import TINY, RayCluster  # noqa: E402
+from backend_helpers import TINY  # noqa: E402
 
 from backend import client_cli  # noqa: E402
 from backend.client import Client  # noqa: E402
 
 TERMINAL = ("done", "failed", "cancelled")
-
-
-@pytest.fixture
-def cluster():
-    ray_cluster = RayCluster()
-    try:
-        yield ray_cluster
-    finally:
-        ray_cluster.stop()
 
 
 def wait_workers(client: Client, n: int, timeout: float = 120) -> None:

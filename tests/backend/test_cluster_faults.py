@@ -20,15 +20,6 @@ from backend.client import Client  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def cluster():
-    ray_cluster = RayCluster()
-    try:
-        yield ray_cluster
-    finally:
-        ray_cluster.stop()
-
-
 def until(client: Client, job_id: str, check, timeout: float = 180) -> list[dict]:
     """The job's events up to the first one ``check`` accepts."""
     seen = []
