@@ -23,6 +23,8 @@ from .asset_io import Asset
 from .attributes import BLENDER_ATTR, MESH_ANIMATED, read_attribute, set_attribute, to_blender
 from .nodes import add_modifiers, set_modifier_input
 
+RIG_MARK = "pla4d_rig"  # rig hook (issue 23): rig_playback.RIG_MARK, the custom property of rigged splats
+
 _assets: dict[str, Asset] = {}  # resolved asset path -> opened (memory-mapped) asset
 _buffers: dict[tuple[int, str], np.ndarray] = {}  # (data session_uid, attribute) -> float32 scratch buffer
 
@@ -76,6 +78,8 @@ def apply_frame(obj: Any, scene_frame: int) -> bool:
     """Write the object's animated attributes for ``scene_frame``; False when the asset is not available."""
     props = obj.pla4d
     if props.baked or not props.asset_path or props.kind not in ("GAUSSIANS", "MESH"):
+        return False
+    if obj.get(RIG_MARK) is not None:  # rig hook (issue 23): rigged splats follow their armature, not the asset
         return False
     try:
         asset = get_asset(props.asset_path)
@@ -142,6 +146,10 @@ def bake(obj: Any) -> int:
     props = obj.pla4d
     if props.baked:
         return props.frame_count
+    if obj.get(RIG_MARK) is not None:  # rig hook (issue 23): bake the armature's motion of rigged splats
+        from .rig_playback import bake_rig
+
+        return bake_rig(obj)
     if props.kind not in ("GAUSSIANS", "MESH"):
         raise ImportFailedError(f"{obj.name} is not a pla4d Gaussian or mesh object")
     try:
