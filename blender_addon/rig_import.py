@@ -2,12 +2,9 @@
 with its Action on the timeline, the mesh skinned to it, and the splats bound to the same armature, so posing or
 re-keying a bone moves the splats and the mesh alike.
 
-The splats are a vertex-only mesh under an Armature modifier (Blender's own, multithreaded skinning), with three
-vertices per splat: its centre and two helpers a fixed distance along x and y, all with the splat's weights.
-Skinning is linear, so after the modifier the helpers' offsets from the centre are the blended bone matrix's x and
-y columns: the ``pla4d Rig Splats`` nodes turn them into the blended rotation (axes to rotation), apply it to the
-splat's rest rotation, drop the helpers, and hand the points to the usual ``pla4d Splats`` instancer. So playback
-is the armature's evaluation plus the instancer, with no Python per frame.
+The splats are a PointCloud like the cache import (one point per splat), skinned by :mod:`.rig_playback` in the
+add-on's handlers from the armature's evaluated pose (numpy: one matrix product for 100k splats, see there for why
+not the Armature modifier); the mesh keeps Blender's Armature modifier.
 """
 
 from __future__ import annotations
@@ -19,14 +16,13 @@ import bpy
 import numpy as np
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import asset_io
+from . import asset_io, rig_playback
 from .attributes import ATTR_RGB, ATTR_ROTATION, BLENDER_ATTR, set_attribute, to_blender
-from .importer import _label, link_object, setup_scene
-from .nodes import _fresh_group, _named, _socket, mesh_material, set_modifier_input, splat_material, splats_group
+from .importer import _label, link_object, new_pointcloud, setup_scene
+from .nodes import add_modifiers, mesh_material, splat_material
 from .playback import ImportFailedError, forget_asset, get_asset
+from .rig_playback import bind_splats
 
-RIG_SPLATS_GROUP = "pla4d Rig Splats"
-HELPER = 0.05  # metres from a splat's centre to its helper vertices (skinning is linear: any length works)
 # The asset's axes -> Blender's: (x, y, z) -> (x, -z, y), as a 4 x 4 change of basis.
 AXES = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 
@@ -119,9 +115,8 @@ def key_action(obj: Any, rig: Any, start: int) -> Any:
     return action
 
 
-def _bind(obj: Any, armature: Any, names: list[str], joints: np.ndarray, weights: np.ndarray, repeat: int) -> None:
-    """Vertex groups from the rig's weights (each point's row for ``repeat`` consecutive vertices) and an Armature
-    modifier first in the stack."""
+def _bind(obj: Any, armature: Any, names: list[str], joints: np.ndarray, weights: np.ndarray) -> None:
+    """Vertex groups from the rig's weights and an Armature modifier first in the stack."""
     groups = [obj.vertex_groups.new(name=n) for n in names]
     joints = np.asarray(joints, np.int64)
     weights = np.asarray(weights, np.float32)
@@ -135,69 +130,11 @@ def _bind(obj: Any, armature: Any, names: list[str], joints: np.ndarray, weights
             rows, values = rows[order], values[order]
             cuts = np.flatnonzero(np.diff(values)) + 1
             for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True):
-                verts = (rows[lo:hi, None] * repeat + np.arange(repeat)[None]).ravel()
-                groups[int(j)].add(verts.tolist(), float(values[lo]), "ADD")
-    mod = obj.modifiers.new("pla4d Armature", "ARMATURE")  # first in the stack: the nodes see skinned points
+                groups[int(j)].add(rows[lo:hi].tolist(), float(values[lo]), "ADD")
+    mod = obj.modifiers.new("pla4d Armature", "ARMATURE")
     mod.object = armature
     mod.use_vertex_groups = True
     obj.parent = armature
-
-
-def rig_splats_group() -> Any:
-    """Geometry nodes: the blended rotation from each splat's skinned helper vertices, applied to its rest
-    rotation; the helpers dropped."""
-    ng, fresh = _fresh_group(RIG_SPLATS_GROUP)
-    if not fresh:
-        return ng
-    _socket(ng, "Geometry", "INPUT", "NodeSocketGeometry")
-    _socket(ng, "Geometry", "OUTPUT", "NodeSocketGeometry")
-    gi, go = ng.nodes.new("NodeGroupInput"), ng.nodes.new("NodeGroupOutput")
-    index = ng.nodes.new("GeometryNodeInputIndex")
-    position = ng.nodes.new("GeometryNodeInputPosition")
-    offsets = []
-    for k in (1, 2):
-        add = ng.nodes.new("ShaderNodeMath")
-        add.operation = "ADD"
-        ng.links.new(index.outputs[0], add.inputs[0])
-        add.inputs[1].default_value = float(k)
-        sample = ng.nodes.new("GeometryNodeSampleIndex")
-        sample.data_type, sample.domain = "FLOAT_VECTOR", "POINT"
-        ng.links.new(gi.outputs["Geometry"], sample.inputs["Geometry"])
-        ng.links.new(position.outputs[0], sample.inputs["Value"])
-        ng.links.new(add.outputs[0], sample.inputs["Index"])
-        sub = ng.nodes.new("ShaderNodeVectorMath")
-        sub.operation = "SUBTRACT"
-        ng.links.new(sample.outputs[0], sub.inputs[0])
-        ng.links.new(position.outputs[0], sub.inputs[1])
-        offsets.append(sub.outputs[0])
-    axes = ng.nodes.new("FunctionNodeAxesToRotation")
-    axes.primary_axis, axes.secondary_axis = "X", "Y"
-    ng.links.new(offsets[0], axes.inputs[0])
-    ng.links.new(offsets[1], axes.inputs[1])
-    rest = _named(ng, ATTR_ROTATION, "QUATERNION")
-    rotate = ng.nodes.new("FunctionNodeRotateRotation")
-    rotate.rotation_space = "GLOBAL"
-    ng.links.new(rest.outputs[0], rotate.inputs[0])
-    ng.links.new(axes.outputs[0], rotate.inputs[1])
-    store = ng.nodes.new("GeometryNodeStoreNamedAttribute")
-    store.data_type, store.domain = "QUATERNION", "POINT"
-    store.inputs["Name"].default_value = ATTR_ROTATION
-    ng.links.new(gi.outputs["Geometry"], store.inputs["Geometry"])
-    ng.links.new(rotate.outputs[0], store.inputs["Value"])
-    modulo = ng.nodes.new("ShaderNodeMath")
-    modulo.operation = "FLOORED_MODULO"
-    ng.links.new(index.outputs[0], modulo.inputs[0])
-    modulo.inputs[1].default_value = 3.0
-    helper = ng.nodes.new("ShaderNodeMath")
-    helper.operation = "GREATER_THAN"
-    ng.links.new(modulo.outputs[0], helper.inputs[0])
-    helper.inputs[1].default_value = 0.5
-    delete = ng.nodes.new("GeometryNodeDeleteGeometry")
-    delete.domain = "POINT"
-    ng.links.new(store.outputs[0], delete.inputs["Geometry"])
-    ng.links.new(helper.outputs[0], delete.inputs["Selection"])
-    ng.links.new(delete.outputs[0], go.inputs[0])
-    return ng
 
 
 def _held(asset: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -214,35 +151,34 @@ def _held(asset: Any) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(asset.canonical["opacities"] if opacities is None else opacities, np.float32))  # fmt: skip
 
 
-def import_rigged_splats(context: Any, asset: Any, armature: Any, name: str, collection: Any = None) -> Any:
-    """The splats at rest (frame 0) bound to ``armature``: three vertices each (centre and two helpers); scales
-    and opacities held at their mean over the frames."""
+def import_rigged_splats(context: Any, asset: Any, armature: Any, name: str, start: int, collection: Any = None
+                         ) -> Any:  # fmt: skip
+    """The splats bound to ``armature``: a PointCloud (one point per splat, as the cache import) whose centres and
+    rotations :mod:`.rig_playback` skins from the armature's pose; scales and opacities held at their mean over
+    the frames."""
     rig = asset.rig
-    n = asset.num_gaussians
     centres = to_blender("positions", np.asarray(asset.frame("positions", 0), np.float32))
     rot = asset_io.rotations_to_blender(np.asarray(asset.frame("rotations", 0), np.float32))
     rot = rot / np.linalg.norm(rot, axis=1, keepdims=True)
-    verts = np.repeat(centres, 3, axis=0)
-    verts[1::3, 0] += HELPER
-    verts[2::3, 1] += HELPER
-    me = bpy.data.meshes.new(name)
-    me.vertices.add(3 * n)
-    me.vertices.foreach_set("co", verts.ravel())
-    set_attribute(me, ATTR_RGB, np.repeat(asset_io.sh_dc_to_linear_rgb(asset.canonical["sh_dc"]), 3, axis=0))
+    obj = new_pointcloud(context, name, asset.num_gaussians, collection)
+    data = obj.data
+    set_attribute(data, ATTR_RGB, asset_io.sh_dc_to_linear_rgb(asset.canonical["sh_dc"]))
+    set_attribute(data, "position", centres)
+    set_attribute(data, ATTR_ROTATION, rot, "QUATERNION", "value")
     for attr, value in zip(("scales", "opacities"), _held(asset), strict=True):
         target, kind, key, _width = BLENDER_ATTR[attr]
-        set_attribute(me, target, np.repeat(to_blender(attr, value), 3, axis=0), kind, key)
-    set_attribute(me, ATTR_ROTATION, np.repeat(rot, 3, axis=0), "QUATERNION", "value")
-    me.materials.append(splat_material())
-    obj = bpy.data.objects.new(name, me)
-    link_object(context, obj, collection)
-    _bind(obj, armature, rig.names, rig.gaussian_joints, rig.gaussian_weights, 3)
-    rotations = obj.modifiers.new("pla4d Rig Splats", "NODES")
-    rotations.node_group = rig_splats_group()
-    splats = obj.modifiers.new("pla4d Splats", "NODES")
-    splats.node_group = splats_group()
-    set_modifier_input(splats, "Smoothing", float(obj.pla4d.smoothing))
-    return obj  # its pla4d kind stays unset: the frame handler leaves it to the armature
+        set_attribute(data, target, to_blender(attr, value), kind, key)
+    data.materials.append(splat_material())
+    obj.parent = armature
+    bind_splats(obj, armature, list(rig.names), rig.gaussian_joints, rig.gaussian_weights, centres, rot)
+    props = obj.pla4d
+    props.kind = "GAUSSIANS"  # Bake, Free Bake and the look settings apply; playback.apply_frame leaves it alone
+    props.asset_path = str(asset.path)
+    props.frame_count = asset.frame_count
+    props.animated = "positions,rotations"
+    props["start_frame"] = start
+    add_modifiers(obj, start, asset.frame_count, splats=True)
+    return obj
 
 
 def import_rigged_mesh(context: Any, asset: Any, armature: Any, name: str, collection: Any = None) -> Any:
@@ -265,7 +201,7 @@ def import_rigged_mesh(context: Any, asset: Any, armature: Any, name: str, colle
     me.materials.append(mesh_material(mesh_data.texture))
     obj = bpy.data.objects.new(name, me)
     link_object(context, obj, collection)
-    _bind(obj, armature, rig.names, rig.mesh_joints, rig.mesh_weights, 1)
+    _bind(obj, armature, rig.names, rig.mesh_joints, rig.mesh_weights)
     return obj
 
 
@@ -280,7 +216,7 @@ def import_rig(context: Any, path: str, verify: bool = True) -> list[Any]:
     label = _label(asset)
     armature = build_armature(context, asset.rig, f"{label} rig")
     key_action(armature, asset.rig, start)
-    created = [armature, import_rigged_splats(context, asset, armature, f"{label} splats")]
+    created = [armature, import_rigged_splats(context, asset, armature, f"{label} splats", start)]
     if asset.mesh is not None and asset.rig.mesh_joints is not None:
         created.append(import_rigged_mesh(context, asset, armature, f"{label} mesh"))
     setup_scene(scene, asset, start)
@@ -293,7 +229,7 @@ def export_rig(context: Any, armature: Any, path: str, fmt: str = "GLTF") -> str
     (Blender's glTF exporter) or FBX; returns the path."""
     if armature is None or armature.type != "ARMATURE":
         raise ImportFailedError("select a pla4d rig (its armature) to export")
-    chosen = [armature] + [c for c in armature.children if c.type == "MESH" and "pla4d Rig Splats" not in c.modifiers]
+    chosen = [armature] + [c for c in armature.children if c.type == "MESH"]  # the splats are a PointCloud
     override = {"selected_objects": chosen, "selected_editable_objects": chosen, "active_object": armature}
     for obj in context.view_layer.objects if context.view_layer is not None else ():
         obj.select_set(obj in chosen)
@@ -369,9 +305,11 @@ def register() -> None:
         bpy.utils.register_class(cls)
     bpy.types.TOPBAR_MT_file_import.append(_menu_import)
     bpy.types.TOPBAR_MT_file_export.append(_menu_export)
+    rig_playback.register()
 
 
 def unregister() -> None:
+    rig_playback.unregister()
     bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
     bpy.types.TOPBAR_MT_file_export.remove(_menu_export)
     for cls in reversed(CLASSES):

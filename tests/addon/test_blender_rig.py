@@ -2,7 +2,8 @@
 armature) and Blender's own glTF importer reading the engine's rigged.glb.
 
 The engine writes two rigged assets (a two-bone bending bar with its exact rig, and 100k splats on 24 bones for the
-frame-change time); ``blender/test_rig_import.py`` imports them in the bpy venv."""
+frame-change time; its expected centres and rotations in big.npz); ``blender/test_rig_import.py`` imports them in
+the bpy venv."""
 
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ def big_asset(path: Path, n: int = 100_000, bones: int = 24, frames: int = 8) ->
     rest[:, :3, 3] = centres
     q0 = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
     pos, rot = skin_gaussians(points, q0, transforms, nearest, weights)
+    np.savez(path.parent / "big.npz", positions=pos, rotations=rot)
     rig = RigData([f"bone_{j:02d}" for j in range(bones)], np.arange(-1, bones - 1), rest, centres + [0, 0.05, 0],
                   transforms.astype(np.float32), nearest.astype(np.uint32), weights)  # fmt: skip
     write_asset(path, _canonical(points, q0), {"positions": pos, "rotations": rot}, fps=8.0, rig=rig)
@@ -87,7 +89,9 @@ def test_rig_import(bpy_python, addon_zip, fixture_dir, tmp_path):
     rigs.mkdir()
     np.savez(rigs / "bar.npz", **bar_asset(rigs / "bar"))
     big_asset(rigs / "big")
-    run_inner(bpy_python, ["test_rig_import.py"], addon_zip, fixture_dir, tmp_path, {"PLA4D_RIG_DIR": str(rigs)})
+    env = {"PLA4D_RIG_DIR": str(rigs)}
+    result = run_inner(bpy_python, ["test_rig_import.py"], addon_zip, fixture_dir, tmp_path, env)
+    print(result.stdout.strip().splitlines()[-1])
     timing = json.loads((rigs / "timing.json").read_text())
     print(json.dumps(timing))
     assert timing["splats"] == 100_000 and timing["frame_change_ms"] > 0
