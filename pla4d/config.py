@@ -150,6 +150,7 @@ class MotionConfig:
     # eval); stretching and fading of moving parts fall (docs/4d-stage.md, "Coarse part motion").
     parts: int = 32
     part_neighbours: int = 4
+    part_clustering: str = "kmeans"  # "graph": geodesic over the Gaussians' k-NN graph (pla4d/deform/graph_parts.py)
     lr_parts: float = 5e-3
     parts_first: float = 0.25
     # Joint fine-tune of the canonical Gaussians (off: the paper trains only the field).

@@ -278,3 +278,58 @@ def test_part_motion_learns_a_turn_the_fine_field_is_not_given():
         opt.step()
     assert float(loss.detach()) < 1e-4
     assert float(field.part_motion.rotations[-1, 0, 0]) == pytest.approx(0.7, abs=0.02)
+
+
+def _u_shape(n=300):
+    # Two parallel rods 0.06 apart joined at one end (a forearm raised beside the head): close in space, far along
+    # the object.
+    s = torch.linspace(0.0, 1.0, n)[:, None]
+    left = torch.cat([torch.full_like(s, -0.03), s, torch.zeros_like(s)], 1)
+    right = torch.cat([torch.full_like(s, 0.03), s, torch.zeros_like(s)], 1)
+    a = torch.linspace(0.0, math.pi, 20)[:, None]
+    bend = torch.cat([-0.03 * torch.cos(a), -0.03 * torch.sin(a), torch.zeros_like(a)], 1)
+    return torch.cat([left, right, bend])
+
+
+def test_graph_parts_keep_apart_what_is_close_in_space_but_far_along_the_object():
+    from pla4d.deform.parts import PartMotion
+
+    points = _u_shape()
+    top = points[:, 1] > 0.5  # the two rods' far halves: 0.06 apart, 1+ apart along the object
+    for clustering, mixed_expected in (("kmeans", True), ("graph", False)):
+        motion = PartMotion(6, 4, clustering=clustering)
+        motion.place(points)
+        idx, w = motion.weights(points)
+        assert torch.allclose(w.sum(1), torch.ones(len(w)), atol=1e-6)
+        label = idx[:, 0]
+        rod = (points[:, 0] > 0).long()
+        # A part "mixes" the rods when it holds far-half points of both.
+        mixed = any(len(set(rod[top & (label == k)].tolist())) > 1 for k in range(6))
+        assert mixed == mixed_expected, clustering
+        if clustering == "graph":
+            # No far-half point of one rod gives weight to a part whose members are on the other rod.
+            owner = torch.stack([rod[label == k].float().mean() if (label == k).any() else torch.tensor(0.5)
+                                 for k in range(6)])  # fmt: skip
+            other = (owner[idx] - rod[:, None].float()).abs() > 0.5
+            assert float((w * other)[top].sum(1).max()) < 1e-3
+
+
+def test_graph_parts_are_saved_and_move_other_points_as_their_nearest_gaussian():
+    model = _model(n=400, seed=3)
+    field = DeformationField(6, spatial_resolutions=(8,), channels=4, parts=5, part_clustering="graph")
+    field.part_motion.place(model.means)
+    with torch.no_grad():
+        field.part_motion.rotations.normal_(0, 0.3)
+        field.part_motion.translations.normal_(0, 0.1)
+    clone = DeformationField(**field.config())
+    assert clone.part_motion.clustering == "graph"
+    clone.load_state_dict(field.state_dict())
+    assert torch.allclose(clone.deform_points(model.means, 0.7), field.deform_points(model.means, 0.7))
+    near = model.means.detach() + 1e-4  # a mesh vertex beside a Gaussian moves with that Gaussian's parts
+    idx, w = field.part_motion.weights(near)
+    idx0, w0 = field.part_motion.weights(model.means)
+    assert torch.equal(idx, idx0) and torch.allclose(w, w0)
+    old = {k: v for k, v in field.config().items() if k != "part_clustering"}  # saved before the option
+    assert DeformationField(**old).part_motion.clustering == "kmeans"
+    with pytest.raises(ValueError, match="clustering"):
+        DeformationField(6, parts=2, part_clustering="spectral")

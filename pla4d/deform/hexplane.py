@@ -89,6 +89,7 @@ class DeformationField(nn.Module):
         log_scale_bound: float | None = None,
         parts: int = 0,
         part_neighbours: int = 4,
+        part_clustering: str = "kmeans",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -138,7 +139,9 @@ class DeformationField(nn.Module):
         self.head_scales = nn.Linear(feat, 3)
         self.head_opacity = nn.Linear(feat, 1)
         # Coarse part motion under the fine field (pla4d/deform/parts.py; 0 parts: none).
-        self.part_motion = PartMotion(parts, self.time_resolution, part_neighbours) if parts > 0 else None
+        self.part_motion = (
+            PartMotion(parts, self.time_resolution, part_neighbours, part_clustering) if parts > 0 else None
+        )
         for head in (self.head_means, self.head_quats, self.head_scales, self.head_opacity):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -171,6 +174,7 @@ class DeformationField(nn.Module):
             "log_scale_bound": self.log_scale_bound,
             "parts": 0 if self.part_motion is None else self.part_motion.parts,
             "part_neighbours": 4 if self.part_motion is None else self.part_motion.neighbours,
+            "part_clustering": "kmeans" if self.part_motion is None else self.part_motion.clustering,
         }
 
     # ------------------------------------------------------------------------------------------ features

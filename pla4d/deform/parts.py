@@ -16,9 +16,11 @@ canonical pose), read at time t by linear interpolation between rows, as the fie
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pla4d.deform.graph_parts import geodesic_parts
 from pla4d.deform.interp import line_weights
 
 __all__ = ["PartMotion", "axis_angle_quaternion", "kmeans_centres", "quaternion_matrix", "quaternion_product"]
@@ -85,34 +87,96 @@ def kmeans_centres(points: Tensor, k: int, iterations: int = 15) -> Tensor:
 class PartMotion(nn.Module):
     """Per-part rigid motion blended over the points (see the module docstring). ``parts`` centres and
     ``time_resolution`` rows; :meth:`place` puts the centres on a model's canonical positions before training
-    (a loaded field gets them from its state dict)."""
+    (a loaded field gets them from its state dict).
 
-    def __init__(self, parts: int, time_resolution: int, neighbours: int = 4) -> None:
+    ``clustering``: "kmeans" (parts and blend weights by straight distance) or "graph" (by geodesic distance over
+    the Gaussians' k-NN graph, pla4d/deform/graph_parts.py). A geodesic weight is defined only on the graph, so
+    "graph" keeps the canonical positions it was placed on as anchors with their weights, and any other point
+    (a mesh vertex) takes the weights of its nearest anchor."""
+
+    CLUSTERINGS = ("kmeans", "graph")
+
+    def __init__(self, parts: int, time_resolution: int, neighbours: int = 4, clustering: str = "kmeans") -> None:
         super().__init__()
         if parts < 1 or time_resolution < 2:
             raise ValueError(f"part motion needs >= 1 part and >= 2 time rows, got {parts}, {time_resolution}")
+        if clustering not in self.CLUSTERINGS:
+            raise ValueError(f"part clustering must be one of {self.CLUSTERINGS}, got {clustering!r}")
         self.parts, self.time_resolution = int(parts), int(time_resolution)
         self.neighbours = int(min(max(neighbours, 1), parts))
+        self.clustering = clustering
         self.register_buffer("centres", torch.zeros(self.parts, 3), persistent=True)
         self.register_buffer("sigma", torch.ones(()), persistent=True)
+        if clustering == "graph":
+            self.register_buffer("anchors", torch.zeros(0, 3), persistent=True)
+            self.register_buffer("anchor_parts", torch.zeros(0, self.neighbours, dtype=torch.int32), persistent=True)
+            self.register_buffer("anchor_weights", torch.zeros(0, self.neighbours), persistent=True)
+        self._tree: tuple[int, object] | None = None  # (anchors' data pointer, their KD-tree)
         self.rotations = nn.Parameter(torch.zeros(self.time_resolution, self.parts, 3))
         self.translations = nn.Parameter(torch.zeros(self.time_resolution, self.parts, 3))
 
     @torch.no_grad()
     def place(self, points: Tensor) -> None:
         """Centres from ``points`` (N, 3), the canonical positions; the blend width from their spacing."""
+        if self.clustering == "graph":
+            self._place_on_graph(points)
+            return
         centres = kmeans_centres(points, self.parts).to(self.centres)
         self.centres.copy_(centres)
         if self.parts > 1:
             gaps = torch.cdist(centres, centres) + torch.eye(self.parts, device=centres.device) * 1e9
             self.sigma.fill_(0.5 * float(gaps.min(dim=1).values.median()))
 
+    def _place_on_graph(self, points: Tensor) -> None:
+        pts = points.detach().cpu().double().numpy()
+        seeds, geodesic = geodesic_parts(pts, self.parts)  # (K,), (K, N)
+        k = len(seeds)
+        self.centres.zero_()
+        self.centres[:k] = torch.as_tensor(pts[seeds]).to(self.centres)
+        if k > 1:
+            gaps = geodesic[:, seeds] + np.eye(k) * 1e9
+            self.sigma.fill_(0.5 * float(np.median(gaps.min(axis=1))))
+        m = min(self.neighbours, k)
+        idx = np.argsort(geodesic, axis=0, kind="stable")[:m].T  # (N, m) nearest centres along the graph
+        near = torch.as_tensor(np.take_along_axis(geodesic.T, idx, axis=1))
+        w = torch.softmax(-(near.pow(2) - near[:, :1].pow(2)) / (2.0 * float(self.sigma) ** 2), dim=1)
+        if m < self.neighbours:  # fewer points than parts: pad with zero weights on part 0
+            idx = np.pad(idx, ((0, 0), (0, self.neighbours - m)))
+            w = torch.nn.functional.pad(w, (0, self.neighbours - m))
+        device = self.centres.device
+        self.anchors = points.detach().to(device=device, dtype=self.centres.dtype).clone()
+        self.anchor_parts = torch.as_tensor(idx, dtype=torch.int32, device=device)
+        self.anchor_weights = w.to(device=device, dtype=self.centres.dtype)
+        self._tree = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        # The anchors' count is the canonical model's, known only from the saved state: take its shapes.
+        for name in ("anchors", "anchor_parts", "anchor_weights"):
+            if name in self._buffers and prefix + name in state_dict:
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name], device=self.centres.device)
+        self._tree = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def weights(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """(N, m) indices of each point's nearest part centres and (N, m) their blend weights (rows sum to 1)."""
+        if self.clustering == "graph":
+            return self._anchor_weights(points)
         d2 = torch.cdist(points.detach(), self.centres).pow(2)
         near, idx = d2.topk(self.neighbours, dim=1, largest=False)
         w = torch.softmax(-(near - near[:, :1]) / (2.0 * self.sigma**2), dim=1)
         return idx, w
+
+    def _anchor_weights(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        from scipy.spatial import cKDTree
+
+        if self.anchors.shape[0] == 0:
+            raise RuntimeError("graph part motion used before place(): it has no anchors")
+        key = self.anchors.data_ptr()
+        if self._tree is None or self._tree[0] != key:
+            self._tree = (key, cKDTree(self.anchors.detach().cpu().numpy()))
+        _, nearest = self._tree[1].query(points.detach().cpu().numpy())
+        nearest = torch.as_tensor(nearest, device=self.anchors.device)
+        return self.anchor_parts[nearest].long(), self.anchor_weights[nearest].to(points.dtype)
 
     def rows(self, times: Tensor) -> tuple[Tensor, Tensor]:
         """(B, K, 3) rotations and translations at ``times`` (B,) in [0, 1], row 0 held at zero."""

@@ -106,6 +106,7 @@ def build_field(cfg: MotionConfig, num_frames: int, seed: int = 0) -> Deformatio
         log_scale_bound=cfg.log_scale_bound,
         parts=cfg.parts,
         part_neighbours=cfg.part_neighbours,
+        part_clustering=cfg.part_clustering,
         seed=seed,
     )
 
