@@ -45,6 +45,37 @@ def test_a_run_rigs_its_motion_and_the_settings_reach_the_stage(tmp_path: Path, 
     assert read_asset(run / "asset").rig is None and not (run / "exports" / "rigged.glb").exists()
 
 
+def test_pla4d_rig_refreshes_the_stage_folder_the_asset_and_the_glb(tmp_path: Path, capsys: pytest.CaptureFixture
+                                                                    ) -> None:  # fmt: skip
+    """``pla4d rig RUN`` writes the same rig to rig/, the asset and rigged.glb; the stage cache stays truthful: a run
+    with the same bones reuses it (only asset and exports run again), one with other bones fits again."""
+    from pygltflib import GLTF2
+
+    assert main([*ARGV, "--out", str(tmp_path), "--rig-bones", "6"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert main(["rig", str(run), "--bones", "5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rig_stage"] is not None
+    rig = read_asset(run / "asset").rig
+    assert rig.num_bones == 5 and json.loads((run / "rig" / "rig.json").read_text())["names"] == rig.names
+    with np.load(run / "rig" / "rig.npz") as saved:
+        assert np.array_equal(saved["transforms"], rig.transforms)
+        assert np.array_equal(saved["gaussian_weights"], rig.gaussian_weights)
+    assert len(GLTF2().load(str(run / "exports" / "rigged.glb")).skins[0].joints) == 5
+    assert json.loads((run / "config.json").read_text())["preset"]["rig"]["bones"] == 5
+    # The same settings through the runner: the rig stage is cached; its rig reaches the asset unchanged.
+    assert main([*ARGV, "--out", str(tmp_path), "--rig-bones", "5"]) == 0
+    capsys.readouterr()
+    stages = _stages(run / "summary.json")
+    assert stages["rig"] == {"cached": True} and "seconds" in stages["asset"] and "seconds" in stages["exports"]
+    assert np.array_equal(read_asset(run / "asset").rig.transforms, rig.transforms)
+    # Other settings: fitted again.
+    assert main([*ARGV, "--out", str(tmp_path), "--rig-bones", "6"]) == 0
+    capsys.readouterr()
+    assert "seconds" in _stages(run / "summary.json")["rig"] and read_asset(run / "asset").rig.num_bones == 6
+
+
 def test_eval_method_rig_scores_the_rig_driven_splats(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from pla4d.example.clip import ExampleSettings, write_example_clip
 

@@ -96,9 +96,16 @@ RIG = Stage(
 
 def rig_run_folder(run: str | Path, bones: int = 24, influences: int = 4, iterations: int = 12, seed: int = 0,
                    ) -> dict[str, Any]:  # fmt: skip
-    """``pla4d rig RUN``: fit a rig to RUN's 4D asset (its Gaussians' centres and mesh vertices at every frame),
-    write it into the asset (atomically) and ``RUN/exports/rigged.glb``. Raises ValueError with one line for a
-    run without motion, a one-frame asset or more bones than points (nothing is written then)."""
+    """``pla4d rig RUN``: fit a rig to RUN's 4D asset (its Gaussians' centres and mesh vertices at every frame) and
+    write it everywhere a run keeps it: the asset's rig block (atomically), ``RUN/rig/`` (the rig stage's folder)
+    and ``RUN/exports/rigged.glb``. Raises ValueError with one line for a run without motion, a one-frame asset or
+    more bones than points (nothing is written then).
+
+    The asset's float32 frames are the field's samples the rig stage fits, so with the run's own seed this is the
+    stage's result for these settings: ``rig/stage.json`` gets the key the runner computes for them (and
+    config.json the settings), so a later ``pla4d run`` with the same ``--rig-bones`` reuses it and one with other
+    settings fits again. The asset's and exports' markers are dropped (their keys named the old rig): a later run
+    rebuilds those two from this rig in seconds."""
     from pla4d.asset.format import read_asset, write_asset
     from pla4d.asset.rig_gltf import write_rigged_glb
     from pla4d.rig.fit import build_rig
@@ -115,6 +122,56 @@ def rig_run_folder(run: str | Path, bones: int = 24, influences: int = 4, iterat
     asset.rig = rig
     dtype = asset.meta.get("dtype", "float32")
     write_asset(folder, asset, dtype=dtype)
-    glb = write_rigged_glb(read_asset(folder), folder.parent / "exports" / "rigged.glb")
-    return {"asset": str(folder), "rigged_glb": None if glb is None else str(glb), "bones": rig.names,
-            "fit": rig.info, "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
+    root = folder.parent if folder.name == "asset" else None
+    stage = None
+    if root is not None:
+        settings = {"enabled": True, "bones": bones, "influences": influences, "iterations": iterations}
+        stage = _refresh_stage_folder(root, rig, settings, seed, exact=dtype == "float32")
+    exports = (root or folder.parent) / "exports"
+    glb = write_rigged_glb(read_asset(folder), exports / "rigged.glb")
+    return {"asset": str(folder), "rigged_glb": None if glb is None else str(glb), "rig_stage": stage,
+            "bones": rig.names, "fit": rig.info, "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
+
+
+def _refresh_stage_folder(run: Path, rig: RigData, settings: dict[str, Any], seed: int, exact: bool) -> str | None:
+    """Replace ``run/rig`` with ``rig``; mark it cached under the runner's key for ``settings`` when the fit is the
+    stage's (float32 frames, the run's seed, a config.json with the upstream keys). Returns the key, or None."""
+    import dataclasses
+    import shutil
+
+    from pla4d import __version__
+    from pla4d.config import RigConfig, get_preset
+    from pla4d.runner.core import MARKER, RunContext, stage_key
+
+    folder = run / "rig"
+    fresh = run / "rig.partial"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    save_rig(fresh, rig)
+    key = None
+    config_file = run / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    keys = dict(config.get("keys") or {})
+    if exact and config.get("seed") == seed and all(a in keys for a in RIG.needs):
+        preset = get_preset(config["preset"]["name"])
+        factor = config["preset"]["motion"]["export_frame_factor"]
+        motion = dataclasses.replace(preset.motion, export_frame_factor=factor)
+        preset = dataclasses.replace(preset, rig=RigConfig(**settings), motion=motion)
+        ctx = RunContext(out=run, preset=preset, seed=seed)
+        ctx.keys = keys
+        key = stage_key(ctx, RIG)
+        write_json(fresh / MARKER, {"key": key, "version": __version__, "source": "pla4d rig"})
+    shutil.rmtree(folder, ignore_errors=True)
+    fresh.rename(folder)
+    for later in ("asset", "exports"):  # their keys chained the old rig's
+        (run / later / MARKER).unlink(missing_ok=True)
+    if config:
+        config["preset"]["rig"] = settings
+        if key is None:
+            keys.pop("rig", None)
+        else:
+            keys["rig"] = key
+        keys.pop("asset", None)
+        config["keys"] = keys
+        write_json(config_file, config)
+    return key
