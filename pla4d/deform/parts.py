@@ -111,7 +111,8 @@ class PartMotion(nn.Module):
             self.register_buffer("anchors", torch.zeros(0, 3), persistent=True)
             self.register_buffer("anchor_parts", torch.zeros(0, self.neighbours, dtype=torch.int32), persistent=True)
             self.register_buffer("anchor_weights", torch.zeros(0, self.neighbours), persistent=True)
-        self._tree: tuple[int, object] | None = None  # (anchors' data pointer, their KD-tree)
+        # (anchors' data pointer, their KD-tree, the last query and its answer)
+        self._tree: tuple[int, object, tuple | None] | None = None
         self.rotations = nn.Parameter(torch.zeros(self.time_resolution, self.parts, 3))
         self.translations = nn.Parameter(torch.zeros(self.time_resolution, self.parts, 3))
 
@@ -173,10 +174,17 @@ class PartMotion(nn.Module):
             raise RuntimeError("graph part motion used before place(): it has no anchors")
         key = self.anchors.data_ptr()
         if self._tree is None or self._tree[0] != key:
-            self._tree = (key, cKDTree(self.anchors.detach().cpu().numpy()))
+            self._tree = (key, cKDTree(self.anchors.detach().cpu().numpy()), None)
+        # Training asks again and again for the same canonical positions: keep the last answer.
+        # The same tensor object, unchanged since (its version counter), so the answer is the same.
+        last = self._tree[2]
+        if last is not None and last[0] is points and last[1] == points._version:
+            return last[2], last[3].to(points.dtype)
         _, nearest = self._tree[1].query(points.detach().cpu().numpy())
         nearest = torch.as_tensor(nearest, device=self.anchors.device)
-        return self.anchor_parts[nearest].long(), self.anchor_weights[nearest].to(points.dtype)
+        idx, w = self.anchor_parts[nearest].long(), self.anchor_weights[nearest]
+        self._tree = (key, self._tree[1], (points, points._version, idx, w))
+        return idx, w.to(points.dtype)
 
     def rows(self, times: Tensor) -> tuple[Tensor, Tensor]:
         """(B, K, 3) rotations and translations at ``times`` (B,) in [0, 1], row 0 held at zero."""
