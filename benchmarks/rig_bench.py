@@ -8,10 +8,16 @@
   the field-driven ones, both scored against the clip's ground truth with ``pla4d eval``'s scorer, when the run's
   clip has novel views;
 - ``--size``: the fit alone at the target size (32 frames, 20k Gaussians + 20k mesh vertices), the mesh taken
-  from a run's mesh plus its edge midpoints (vertices of the once-subdivided mesh, moved as their edge moves).
+  from a run's mesh plus its edge midpoints (vertices of the once-subdivided mesh, moved as their edge moves);
+- ``--blender``: Blender playback of rigged splats (bpy 5.0.1 from ``.venv-bpy``): a synthetic rigged asset
+  (``--gaussians`` splats on 24 bones, 32 frames) imported with the add-on's rig import; the import time, the
+  frame change (``scene.frame_set`` as a whole: the Action, the skinning handler, the splat instancing) and the
+  handler's part (blender_addon/rig_playback.py: pose matrices, the product, rotations, ``foreach_set``), and
+  ``frame_set`` without the handler's work and without the splat instancing, to show what dominates.
 
 Usage: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/rig_bench.py out/bench4d/*/run --bones 8,16,24,32``
-(one JSON line per run and bone count; ``--out`` also writes them to a file).
+(one JSON line per run and bone count; ``--out`` also writes them to a file);
+``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/rig_bench.py --blender`` (one JSON line).
 """
 
 from __future__ import annotations
@@ -26,13 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-from pla4d.asset.format import Asset4D, frame_model, read_asset  # noqa: E402
-from pla4d.rig.fit import build_rig, rig_driven_asset  # noqa: E402
+# The engine (torch, pla4d) is imported where it is used: ``--blender-inner`` runs in Blender's Python.
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
@@ -45,7 +48,9 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
-def fit_errors(asset: Asset4D, bones: int) -> dict[str, Any]:
+def fit_errors(asset: Any, bones: int) -> dict[str, Any]:
+    from pla4d.rig.fit import build_rig
+
     mesh = None if asset.mesh is None else np.asarray(asset.mesh.positions)
     rig, wall, cpu = _timed(build_rig, np.asarray(asset.positions), mesh, bones=bones)
     return {"bones": bones, "mesh": rig.info.get("mesh"), "gaussians": rig.info.get("gaussians"),
@@ -56,6 +61,7 @@ def fit_errors(asset: Asset4D, bones: int) -> dict[str, Any]:
 def stage_time(run: Path) -> dict[str, Any]:
     """What the rig stage does in a run: sample the field at every asset frame, fit 24 bones."""
     from pla4d.gaussians.ply import load_ply
+    from pla4d.rig.fit import build_rig
     from pla4d.runner.inputs import check_mesh
     from pla4d.runner.motion import load_field
     from pla4d.runner.rig import sample_motion
@@ -72,10 +78,12 @@ def stage_time(run: Path) -> dict[str, Any]:
             "frames": int(centres.shape[0]), "load_1min": round(_load(), 2)}  # fmt: skip
 
 
-def novel_views(run: Path, asset: Asset4D, rig: Any, every: int) -> dict[str, Any] | None:
+def novel_views(run: Path, asset: Any, rig: Any, every: int) -> dict[str, Any] | None:
     """Field-driven vs rig-driven splats on the run's clip's novel views (same scorer as ``pla4d eval``)."""
+    from pla4d.asset.format import Asset4D, frame_model
     from pla4d.clip import load_clip
     from pla4d.evaluate import Scorer, _aggregate, render_views
+    from pla4d.rig.fit import rig_driven_asset
 
     clip_dir = Path(json.loads((run / "summary.json").read_text())["inputs"]["video"]).parent
     if not (clip_dir / "novel").is_dir():
@@ -106,6 +114,11 @@ def novel_views(run: Path, asset: Asset4D, rig: Any, every: int) -> dict[str, An
 
 def target_size(run: Path) -> dict[str, Any]:
     """The fit alone at 32 frames, 20k Gaussians, 20k mesh vertices (the issue's timing target)."""
+    import torch
+
+    from pla4d.asset.format import read_asset
+    from pla4d.rig.fit import build_rig
+
     asset = read_asset(run / "asset", mmap=False)
     g = np.asarray(asset.positions)[:32, :20_000]
     verts = np.asarray(asset.mesh.positions)[:32]
@@ -120,17 +133,131 @@ def target_size(run: Path) -> dict[str, Any]:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # fmt: skip
 
 
+def synthetic_rigged_asset(path: Path, n: int, bones: int = 24, frames: int = 32) -> None:
+    """``n`` splats on a chain of ``bones`` bones, each turning about its own joint (x, y or z by turns), 4 random
+    weights per splat on the nearest bones: every splat moves and turns at every frame."""
+    from pla4d.formats.asset import write_asset
+    from pla4d.formats.rig import RigData
+    from pla4d.rig.skinning import skin_gaussians
+
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-1, 1, (n, 3))
+    centres = np.column_stack([np.linspace(-1, 1, bones), np.zeros(bones), np.zeros(bones)])
+    nearest = np.argsort(((points[:, None] - centres[None]) ** 2).sum(-1), axis=1)[:, :4]
+    weights = rng.dirichlet(np.ones(4), n).astype(np.float32)
+    transforms = np.zeros((frames, bones, 3, 4))
+    for t in range(frames):
+        for j in range(bones):
+            c, s = np.cos(0.3 * t / frames * np.sin(j)), np.sin(0.3 * t / frames * np.sin(j))
+            a, b = [(1, 2), (2, 0), (0, 1)][j % 3]
+            r = np.eye(3)
+            r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
+            transforms[t, j] = np.concatenate([r, (centres[j] - r @ centres[j])[:, None]], axis=1)
+    rest = np.tile(np.eye(4), (bones, 1, 1))
+    rest[:, :3, 3] = centres
+    q0 = rng.normal(size=(n, 4))
+    q0 /= np.linalg.norm(q0, axis=1, keepdims=True)
+    pos, rot = skin_gaussians(points, q0, transforms, nearest, weights)
+    canonical = {"positions": points.astype(np.float32), "rotations": q0.astype(np.float32),
+                 "scales": np.full((n, 3), -4.0, np.float32), "opacities": np.full(n, 2.0, np.float32),
+                 "sh_dc": np.zeros((n, 3), np.float32)}  # fmt: skip
+    rig = RigData([f"bone_{j:02d}" for j in range(bones)], np.arange(-1, bones - 1), rest, centres + [0, 0.05, 0],
+                  transforms.astype(np.float32), nearest.astype(np.uint32), weights)  # fmt: skip
+    write_asset(path, canonical, {"positions": pos, "rotations": rot}, fps=16.0, rig=rig)
+
+
+def blender_playback(n: int, python: Path) -> dict[str, Any]:
+    """Write the synthetic rigged asset, then time its playback inside Blender's Python (``--blender-inner``)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pla4d-rig-bench-") as tmp:
+        synthetic_rigged_asset(Path(tmp) / "asset", n)
+        cmd = [str(python), __file__, "--blender-inner", str(Path(tmp) / "asset"), "--gaussians", str(n)]
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", BLENDER_USER_RESOURCES=str(Path(tmp) / "user"))
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+        if result.returncode != 0:
+            raise RuntimeError(f"Blender's side failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def blender_inner(asset: Path) -> dict[str, Any]:
+    """Inside Blender's Python: install the add-on, import the rigged asset, time the frame changes."""
+    import importlib
+    import statistics
+    import tempfile
+
+    import build_addon
+
+    zip_path = build_addon.build(Path(tempfile.mkdtemp(prefix="pla4d-rig-addon-")))
+    import bpy
+
+    bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
+    rig_import = importlib.import_module("bl_ext.user_default.pla4d.rig_import")
+    rig_playback = importlib.import_module("bl_ext.user_default.pla4d.rig_playback")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.frame_start = 1
+    start = time.perf_counter()
+    splats = rig_import.import_rig(bpy.context, str(asset), verify=True)[1]
+    import_s = time.perf_counter() - start
+    frames = list(range(scene.frame_start, scene.frame_end + 1))
+
+    def frame_set_ms() -> float:
+        times = []
+        for f in frames * 2:
+            t0 = time.perf_counter()
+            scene.frame_set(f)
+            times.append(time.perf_counter() - t0)
+        return round(statistics.median(times) * 1e3, 2)
+
+    whole = frame_set_ms()
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    handler = []
+    for f in frames * 2:
+        scene.frame_set(f)
+        t0 = time.perf_counter()
+        rig_playback.skin_object(splats, depsgraph, force=True)  # the handler's work at this frame's pose
+        handler.append(time.perf_counter() - t0)
+    post = bpy.app.handlers.frame_change_post
+    post.remove(rig_playback._on_frame_change_post)
+    no_handler = frame_set_ms()  # Blender's own evaluation: the Action, the armature, the splat nodes
+    post.append(rig_playback._on_frame_change_post)
+    splats.modifiers["pla4d Splats"].show_viewport = False
+    no_instancing = frame_set_ms()
+    splats.modifiers["pla4d Splats"].show_viewport = True
+    return {"bench": "rig_blender", "blender": bpy.app.version_string, "gaussians": len(splats.data.points),
+            "bones": len(splats["pla4d_rig_bones"]), "frames": len(frames), "import_s": round(import_s, 3),
+            "frame_set_ms": whole, "handler_ms": round(statistics.median(handler) * 1e3, 2),
+            "handler_p95_ms": round(sorted(handler)[int(0.95 * len(handler))] * 1e3, 2),
+            "frame_set_no_handler_ms": no_handler, "frame_set_no_instancing_ms": no_instancing,
+            "cores": os.cpu_count(), "load_1min": round(_load(), 2),
+            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders with motion (asset/, motion/, static/)")
+    parser.add_argument("runs", nargs="*", type=Path, help="run folders with motion (asset/, motion/, static/)")
     parser.add_argument("--bones", default="8,16,24,32", help="bone counts to fit (comma list)")
     parser.add_argument("--every", type=int, default=4, help="score every n-th frame on the novel views (0: no)")
     parser.add_argument("--no-stage", action="store_true", help="skip the stage timing")
     parser.add_argument("--size", action="store_true", help="also time the fit at 32 x (20k + 20k) points")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON lines here")
+    parser.add_argument("--blender", action="store_true", help="time Blender playback of rigged splats")
+    parser.add_argument("--gaussians", type=int, default=100_000, help="splats for --blender")
+    parser.add_argument("--bpy-python", type=Path, default=REPO / ".venv-bpy" / "bin" / "python")
+    parser.add_argument("--blender-inner", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.blender_inner is not None:
+        print(json.dumps(blender_inner(args.blender_inner)), flush=True)
+        return 0
     lines = []
+    if args.blender:
+        lines.append(blender_playback(args.gaussians, args.bpy_python))
+        print(json.dumps(lines[-1]), flush=True)
     for run in args.runs:
+        from pla4d.asset.format import read_asset
+
         asset = read_asset(run / "asset", mmap=False)
         name = run.parent.name if run.name == "run" else run.name
         for bones in [int(b) for b in args.bones.split(",") if b.strip()]:
