@@ -58,7 +58,31 @@ def fit_errors(asset: Any, bones: int) -> dict[str, Any]:
             "load_1min": round(_load(), 2), "rig": rig}  # fmt: skip
 
 
-def stage_time(run: Path) -> dict[str, Any]:
+def clip_of(run: Path, clip: Path | None) -> Path:
+    """The clip folder a run was made from (its summary's video), unless given."""
+    if clip is not None:
+        return clip
+    return Path(json.loads((run / "summary.json").read_text())["inputs"]["video"]).parent
+
+
+def load_asset(run: Path, clip: Path) -> Any:
+    """The run's 4D asset; for a folder with only the stages (``static/``, ``motion/``: a harness's), the asset the
+    asset stage would build from them and the clip's mesh (every frame of the field, no time multiplier)."""
+    from pla4d.asset.format import read_asset
+
+    if (run / "asset" / "asset.json").is_file():
+        return read_asset(run / "asset", mmap=False)
+    from pla4d.gaussians.ply import load_ply
+    from pla4d.runner.inputs import check_mesh
+    from pla4d.runner.motion import build_asset, load_field
+
+    field = load_field(run / "motion")
+    frames = int(json.loads((run / "motion" / "field.json").read_text())["config"]["num_frames"])
+    return build_asset(load_ply(run / "static" / "canonical.ply"), field, check_mesh(clip / "first_frame.glb"), frames,
+                       1, 8.0)  # fmt: skip
+
+
+def stage_time(run: Path, clip: Path, frames: int) -> dict[str, Any]:
     """What the rig stage does in a run: sample the field at every asset frame, fit 24 bones."""
     from pla4d.gaussians.ply import load_ply
     from pla4d.rig.fit import build_rig
@@ -66,11 +90,10 @@ def stage_time(run: Path) -> dict[str, Any]:
     from pla4d.runner.motion import load_field
     from pla4d.runner.rig import sample_motion
 
-    summary = json.loads((run / "summary.json").read_text())
     field = load_field(run / "motion")
     canonical = load_ply(run / "static" / "canonical.ply")
-    mesh = check_mesh(summary["inputs"]["mesh"])
-    (centres, verts), wall_s, cpu_s = _timed(sample_motion, canonical, field, mesh, int(summary["asset_frames"]))
+    mesh = check_mesh(clip / "first_frame.glb")
+    (centres, verts), wall_s, cpu_s = _timed(sample_motion, canonical, field, mesh, frames)
     rig, wall_f, cpu_f = _timed(build_rig, centres, verts, bones=24)
     return {"sample_wall_s": round(wall_s, 2), "sample_cpu_s": round(cpu_s, 2), "fit_wall_s": round(wall_f, 2),
             "fit_cpu_s": round(cpu_f, 2), "stage_wall_s": round(wall_s + wall_f, 2),
@@ -78,14 +101,13 @@ def stage_time(run: Path) -> dict[str, Any]:
             "frames": int(centres.shape[0]), "load_1min": round(_load(), 2)}  # fmt: skip
 
 
-def novel_views(run: Path, asset: Any, rig: Any, every: int) -> dict[str, Any] | None:
+def novel_views(clip_dir: Path, asset: Any, rig: Any, every: int) -> dict[str, Any] | None:
     """Field-driven vs rig-driven splats on the run's clip's novel views (same scorer as ``pla4d eval``)."""
     from pla4d.asset.format import Asset4D, frame_model
     from pla4d.clip import load_clip
     from pla4d.evaluate import Scorer, _aggregate, render_views
     from pla4d.rig.fit import rig_driven_asset
 
-    clip_dir = Path(json.loads((run / "summary.json").read_text())["inputs"]["video"]).parent
     if not (clip_dir / "novel").is_dir():
         return None
     clip = load_clip(clip_dir)
@@ -112,14 +134,12 @@ def novel_views(run: Path, asset: Any, rig: Any, every: int) -> dict[str, Any] |
     return out
 
 
-def target_size(run: Path) -> dict[str, Any]:
+def target_size(asset: Any) -> dict[str, Any]:
     """The fit alone at 32 frames, 20k Gaussians, 20k mesh vertices (the issue's timing target)."""
     import torch
 
-    from pla4d.asset.format import read_asset
     from pla4d.rig.fit import build_rig
 
-    asset = read_asset(run / "asset", mmap=False)
     g = np.asarray(asset.positions)[:32, :20_000]
     verts = np.asarray(asset.mesh.positions)[:32]
     faces = np.asarray(asset.mesh.faces, np.int64)
@@ -245,6 +265,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON lines here")
     parser.add_argument("--blender", action="store_true", help="time Blender playback of rigged splats")
     parser.add_argument("--gaussians", type=int, default=100_000, help="splats for --blender")
+    parser.add_argument("--clip", type=Path, default=None, help="the runs' clip folder (runs without summary.json)")
     parser.add_argument("--bpy-python", type=Path, default=REPO / ".venv-bpy" / "bin" / "python")
     parser.add_argument("--blender-inner", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -256,23 +277,22 @@ def main() -> int:
         lines.append(blender_playback(args.gaussians, args.bpy_python))
         print(json.dumps(lines[-1]), flush=True)
     for run in args.runs:
-        from pla4d.asset.format import read_asset
-
-        asset = read_asset(run / "asset", mmap=False)
-        name = run.parent.name if run.name == "run" else run.name
+        clip = clip_of(run, args.clip)
+        asset = load_asset(run, clip)
+        name = clip.name
         for bones in [int(b) for b in args.bones.split(",") if b.strip()]:
             record = fit_errors(asset, bones)
             rig = record.pop("rig")
             record["clip"] = name
             if bones == 24 and args.every > 0 and asset.rotations is not None:
-                record["novel_views"] = novel_views(run, asset, rig, args.every)
+                record["novel_views"] = novel_views(clip, asset, rig, args.every)
             lines.append(record)
             print(json.dumps(record), flush=True)
         if not args.no_stage:
-            lines.append({"clip": name, "stage": stage_time(run)})
+            lines.append({"clip": name, "stage": stage_time(run, clip, asset.num_frames)})
             print(json.dumps(lines[-1]), flush=True)
         if args.size and asset.mesh is not None:
-            lines.append({"clip": name, "target_size": target_size(run)})
+            lines.append({"clip": name, "target_size": target_size(asset)})
             print(json.dumps(lines[-1]), flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,8 @@ dense weights, a few passes over N floats for the centres and the Gram-Schmidt r
   per-frame attributes the ``pla4d Frames`` nodes pick, so the file plays without the add-on.
 
 The splats keep their rig in the .blend: rest centres and rotations (``pla4d_rig_rest_*``), bone indices and
-weights (``pla4d_rig_jointK`` / ``pla4d_rig_weightK``, K < 4) as point attributes, the bone names and the
-armature as custom properties of the object.
+weights (``pla4d_rig_jointK`` / ``pla4d_rig_weightK``, a pair per weight slot) as point attributes, the bone names
+and the armature as custom properties of the object.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ RIG_MARK = playback.RIG_MARK  # object custom property: the armature object that
 RIG_BONES = "pla4d_rig_bones"  # object custom property: the bone names, in the order of the joint indices
 ATTR_REST_POSITION = "pla4d_rig_rest_position"
 ATTR_REST_ROTATION = "pla4d_rig_rest_rotation"
-INFLUENCES = 4
 # Splats per chunk: the ~40 float32 temporaries of a chunk stay in the cache (half the time of whole 100k arrays).
 CHUNK = 16384
 _MIN_W = 0.25  # below this |w| of the blended rotation's quaternion, its exact (Shepperd) branch is taken
@@ -51,24 +50,18 @@ def attr_weight(k: int) -> str:
     return f"pla4d_rig_weight{k}"
 
 
-def is_rigged(obj: Any) -> bool:
-    return obj.get(RIG_MARK) is not None
-
-
 def bind_splats(obj: Any, armature: Any, names: list[str], joints: np.ndarray, weights: np.ndarray,
                 rest_positions: np.ndarray, rest_rotations: np.ndarray) -> None:  # fmt: skip
     """Store the rig of the PointCloud ``obj`` (Blender axes, object space = the armature's space at rest)."""
     data = obj.data
     set_attribute(data, ATTR_REST_POSITION, rest_positions)
     set_attribute(data, ATTR_REST_ROTATION, rest_rotations, "QUATERNION", "value")
-    joints = np.asarray(joints, np.int64)
+    joints = np.asarray(joints, np.int32)
     weights = np.asarray(weights, np.float32)
-    for k in range(INFLUENCES):
-        j = joints[:, k] if k < joints.shape[1] else np.zeros(len(joints), np.int64)
-        w = weights[:, k] if k < weights.shape[1] else np.zeros(len(weights), np.float32)
+    for k in range(joints.shape[1]):
         attr = data.attributes.get(attr_joint(k)) or data.attributes.new(attr_joint(k), "INT", "POINT")
-        attr.data.foreach_set("value", np.ascontiguousarray(j, np.int32))
-        set_attribute(data, attr_weight(k), w, "FLOAT", "value")
+        attr.data.foreach_set("value", np.ascontiguousarray(joints[:, k]))
+        set_attribute(data, attr_weight(k), weights[:, k], "FLOAT", "value")
     obj[RIG_BONES] = list(names)
     obj[RIG_MARK] = armature
     forget(obj)
@@ -111,12 +104,13 @@ class _Skin:
         k = len(names)
         weights = np.zeros((k, n), np.float32)  # dense: the product below beats a per-influence gather
         points = np.arange(n)
-        for i in range(INFLUENCES):
-            attr = data.attributes[attr_joint(i)]
+        i = 0
+        while (attr := data.attributes.get(attr_joint(i))) is not None:
             j = np.empty(n, np.int32)
             attr.data.foreach_get("value", j)
             w = read_attribute(data, attr_weight(i), "value", 1)
             np.add.at(weights, (j, points), w)
+            i += 1
         rest = read_attribute(data, ATTR_REST_POSITION, "vector", 3)
         rest_rot = read_attribute(data, ATTR_REST_ROTATION, "value", 4)
         self.positions = np.empty((n, 3), np.float32)
