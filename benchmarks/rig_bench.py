@@ -13,7 +13,9 @@
   (``--gaussians`` splats on 24 bones, 32 frames) imported with the add-on's rig import; the import time, the
   frame change (``scene.frame_set`` as a whole: the Action, the skinning handler, the splat instancing) and the
   handler's part (blender_addon/rig_playback.py: pose matrices, the product, rotations, ``foreach_set``), and
-  ``frame_set`` without the handler's work and without the splat instancing, to show what dominates.
+  ``frame_set`` without the handler's work and without the splat instancing, to show what dominates; then the
+  cache path (the same asset imported as Gaussians) in the same process. Wall and CPU milliseconds (the CPU time
+  of every thread of the process: less inflated than wall time on a shared machine).
 
 Usage: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/rig_bench.py out/bench4d/*/run --bones 8,16,24,32``
 (one JSON line per run and bone count; ``--out`` also writes them to a file);
@@ -223,34 +225,56 @@ def blender_inner(asset: Path) -> dict[str, Any]:
     import_s = time.perf_counter() - start
     frames = list(range(scene.frame_start, scene.frame_end + 1))
 
-    def frame_set_ms() -> float:
-        times = []
+    def frame_set_ms() -> tuple[float, float]:
+        """Median wall and CPU (every thread of the process) milliseconds of ``scene.frame_set``."""
+        times, cpu = [], []
         for f in frames * 2:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             scene.frame_set(f)
             times.append(time.perf_counter() - t0)
-        return round(statistics.median(times) * 1e3, 2)
+            cpu.append(time.process_time() - c0)
+        return round(statistics.median(times) * 1e3, 2), round(statistics.median(cpu) * 1e3, 2)
 
-    whole = frame_set_ms()
+    whole, whole_cpu = frame_set_ms()
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    handler = []
+    handler, handler_cpu = [], []
     for f in frames * 2:
         scene.frame_set(f)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rig_playback.skin_object(splats, depsgraph, force=True)  # the handler's work at this frame's pose
         handler.append(time.perf_counter() - t0)
+        handler_cpu.append(time.process_time() - c0)
     post = bpy.app.handlers.frame_change_post
     post.remove(rig_playback._on_frame_change_post)
-    no_handler = frame_set_ms()  # Blender's own evaluation: the Action, the armature, the splat nodes
+    no_handler, _ = frame_set_ms()  # Blender's own evaluation: the Action, the armature, the splat nodes
     post.append(rig_playback._on_frame_change_post)
     splats.modifiers["pla4d Splats"].show_viewport = False
-    no_instancing = frame_set_ms()
-    splats.modifiers["pla4d Splats"].show_viewport = True
-    return {"bench": "rig_blender", "blender": bpy.app.version_string, "gaussians": len(splats.data.points),
-            "bones": len(splats["pla4d_rig_bones"]), "frames": len(frames), "import_s": round(import_s, 3),
-            "frame_set_ms": whole, "handler_ms": round(statistics.median(handler) * 1e3, 2),
+    no_instancing, _ = frame_set_ms()
+    count, bones = len(splats.data.points), len(splats["pla4d_rig_bones"])
+    # The cache path on the same asset, same process, minutes later: what a rig costs over playing the frames.
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.frame_start = 1
+    playback = importlib.import_module("bl_ext.user_default.pla4d.playback")
+    importlib.import_module("bl_ext.user_default.pla4d.importer").import_asset(bpy.context, str(asset), "GAUSSIANS")
+    cache, cache_cpu = frame_set_ms()
+    cache_handler = []
+    for f in frames * 2:
+        scene.frame_current = f  # no evaluation: the cache handler's own work
+        c0 = time.process_time()
+        playback.apply_scene(scene)
+        cache_handler.append(time.process_time() - c0)
+
+    def ms(values: list[float]) -> float:
+        return round(statistics.median(values) * 1e3, 2)
+
+    return {"bench": "rig_blender", "blender": bpy.app.version_string, "gaussians": count, "bones": bones,
+            "frames": len(frames), "import_s": round(import_s, 3),
+            "frame_set_ms": whole, "frame_set_cpu_ms": whole_cpu, "handler_ms": ms(handler),
             "handler_p95_ms": round(sorted(handler)[int(0.95 * len(handler))] * 1e3, 2),
-            "frame_set_no_handler_ms": no_handler, "frame_set_no_instancing_ms": no_instancing,
+            "handler_cpu_ms": ms(handler_cpu), "frame_set_no_handler_ms": no_handler,
+            "frame_set_no_instancing_ms": no_instancing, "cache_path_frame_set_ms": cache,
+            "cache_path_frame_set_cpu_ms": cache_cpu, "cache_path_handler_cpu_ms": ms(cache_handler),
             "cores": os.cpu_count(), "load_1min": round(_load(), 2),
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
 
