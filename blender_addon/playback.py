@@ -2,8 +2,11 @@
 handler runs, the bake into the .blend and back, and the start frame.
 
 - **Playback**: :func:`apply_scene` writes the current frame's animated attributes with ``foreach_set`` from the
-  memory-mapped asset files (asset frame ``t`` = scene frame ``start + t``) into reused float32 buffers. This is
-  the hot path (benchmarks/addon_bench.py): no allocation, no lookups beyond the object's own.
+  memory-mapped asset files (asset frame ``t`` = scene frame ``start + t``). This is the hot path
+  (benchmarks/addon_bench.py). Converting a frame to Blender's axes and values costs more than writing it (at
+  100k Gaussians ~2.5 ms for the rotations' normalisation against ~0.05 ms per ``foreach_set``), so each frame is
+  converted once and kept (contiguous float32, up to :data:`FRAME_CACHE_BYTES` in all); a frame that does not fit
+  is converted into a reused buffer every time instead.
 - **Bake**: copies each frame into per-frame attributes (``pla4d_position_7`` ...); the ``pla4d Frames`` modifier
   then picks the current frame's attributes by name, so a saved file plays without the asset folder, the
   add-on's handler or the backend.
@@ -25,8 +28,15 @@ from .nodes import add_modifiers, set_modifier_input
 
 RIG_MARK = "pla4d_rig"  # rig hook (issue 23): rig_playback.RIG_MARK, the custom property of rigged splats
 
+# Converted frames kept for playback, all assets together; filled in visiting order and never evicted: playback
+# loops over the timeline, where least-recently-used eviction would miss on every frame once the loop outgrows it.
+FRAME_CACHE_BYTES = 512 * 2**20
+
 _assets: dict[str, Asset] = {}  # resolved asset path -> opened (memory-mapped) asset
+_resolved: dict[str, str] = {}  # asset path as stored on objects -> resolved path (no file-system call per frame)
 _buffers: dict[tuple[int, str], np.ndarray] = {}  # (data session_uid, attribute) -> float32 scratch buffer
+_frames: dict[tuple[str, str, int], np.ndarray] = {}  # (resolved path, attribute, frame) -> flat Blender values
+_frames_bytes = 0
 
 
 class ImportFailedError(Exception):
@@ -36,25 +46,49 @@ class ImportFailedError(Exception):
 # ------------------------------------------------------------------------------------------------ assets
 
 
-def get_asset(path: str | os.PathLike[str], verify: bool = False) -> Asset:
-    """The opened asset at ``path``, cached (memory maps stay open while the add-on runs)."""
-    key = str(Path(path).resolve())
+def _key(path: str | os.PathLike[str]) -> str:
+    key = _resolved.get(path) if isinstance(path, str) else None
+    if key is None:
+        key = str(Path(path).resolve())
+        if isinstance(path, str):
+            _resolved[path] = key
+    return key
+
+
+def _opened(path: str | os.PathLike[str], verify: bool = False) -> tuple[str, Asset]:
+    key = _key(path)
     asset = _assets.get(key)
     if asset is None:
         asset = asset_io.open_asset(key, verify=verify)
         _assets[key] = asset
-    return asset
+    return key, asset
+
+
+def get_asset(path: str | os.PathLike[str], verify: bool = False) -> Asset:
+    """The opened asset at ``path``, cached (memory maps stay open while the add-on runs)."""
+    return _opened(path, verify)[1]
 
 
 def forget_asset(path: str | os.PathLike[str]) -> None:
-    """Drop one cached asset, so the next :func:`get_asset` re-reads the folder (it may have been replaced)."""
-    _assets.pop(str(Path(path).resolve()), None)
+    """Drop one cached asset and its converted frames, so the next :func:`get_asset` re-reads the folder (it may
+    have been replaced)."""
+    global _frames_bytes
+    _resolved.clear()  # a replaced folder may resolve elsewhere now (a moved link)
+    key = str(Path(path).resolve())
+    _assets.pop(key, None)
+    for cached in [k for k in _frames if k[0] == key]:
+        _frames_bytes -= _frames.pop(cached).nbytes
 
 
 def forget_assets() -> None:
-    """Drop cached assets and buffers (after loading a file, or when an asset folder was replaced)."""
+    """Drop cached assets, converted frames and buffers (after loading a file, or when an asset folder was
+    replaced)."""
+    global _frames_bytes
     _assets.clear()
+    _resolved.clear()
     _buffers.clear()
+    _frames.clear()
+    _frames_bytes = 0
 
 
 def _buffer(data: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -82,7 +116,7 @@ def apply_frame(obj: Any, scene_frame: int) -> bool:
     if obj.get(RIG_MARK) is not None:  # rig hook (issue 23): rigged splats follow their armature, not the asset
         return False
     try:
-        asset = get_asset(props.asset_path)
+        path, asset = _opened(props.asset_path)
     except (asset_io.AssetReadError, OSError):
         return False
     t = asset_frame(obj, scene_frame)
@@ -90,25 +124,47 @@ def apply_frame(obj: Any, scene_frame: int) -> bool:
     if props.kind == "MESH":
         if asset.mesh is None:
             return False
-        src = asset.mesh.positions[t]
-        buf = _buffer(data, "mesh", (src.shape[0], 3))
-        asset_io.positions_to_blender(src, buf)
-        data.attributes["position"].data.foreach_set("vector", buf.ravel())
+        flat = _blender_frame(data, path, asset, "mesh", t)
+        data.attributes["position"].data.foreach_set("vector", flat)
         data.update_tag()
         return True
     if len(data.points) != asset.num_gaussians:
         return False
     for name in asset.animated:
-        target, _kind, key, width = BLENDER_ATTR[name]
+        target, _kind, key, _width = BLENDER_ATTR[name]
         attr = data.attributes.get(target)
         if attr is None:
             continue
-        src = asset.arrays[name][t]
-        buf = _buffer(data, name, (src.shape[0], width) if width > 1 else (src.shape[0],))
-        to_blender(name, src, buf)
-        attr.data.foreach_set(key, buf.ravel())
+        attr.data.foreach_set(key, _blender_frame(data, path, asset, name, t))
     data.update_tag()
     return True
+
+
+def _blender_frame(data: Any, path: str, asset: Asset, name: str, t: int) -> np.ndarray:
+    """Frame ``t`` of animated attribute ``name`` (``"mesh"``: the mesh's positions) as flat contiguous float32
+    Blender values, ready for ``foreach_set``: converted once and kept (under the asset's key ``path``) while
+    :data:`FRAME_CACHE_BYTES` allows, else converted into ``data``'s reused buffer."""
+    global _frames_bytes
+    cache_key = (path, name, t)
+    flat = _frames.get(cache_key)
+    if flat is not None:
+        return flat
+    src = asset.mesh.positions[t] if name == "mesh" else asset.arrays[name][t]
+    shape = (src.shape[0], 3) if name == "mesh" else (src.shape[0], BLENDER_ATTR[name][3])
+    shape = shape if shape[1] > 1 else shape[:1]
+    nbytes = 4 * int(np.prod(shape))
+    keep = _frames_bytes + nbytes <= FRAME_CACHE_BYTES
+    out = np.empty(shape, dtype=np.float32) if keep else _buffer(data, name, shape)
+    if name == "mesh":
+        asset_io.positions_to_blender(src, out)
+    else:
+        to_blender(name, src, out)
+    flat = out.reshape(-1)
+    if keep:
+        flat.flags.writeable = False  # shared by every object showing this asset
+        _frames[cache_key] = flat
+        _frames_bytes += nbytes
+    return flat
 
 
 def apply_scene(scene: Any) -> int:

@@ -51,6 +51,48 @@ def test_float16_asset_and_start_frame_change(addon, test_dir):
     np.testing.assert_allclose(positions(obj.data), to_blender(expected["positions"][1]), atol=5e-4)
 
 
+def _check_frame(data, expected, t):
+    np.testing.assert_allclose(positions(data), to_blender(expected["positions"][t]), atol=1e-6)
+    assert same_rotation(attribute(data, "splat_rotation", 4), quat_to_blender(expected["rotations"][t])) < 1e-5
+    np.testing.assert_allclose(attribute(data, "splat_scale", 3), np.exp(expected["scales"][t]), rtol=1e-5)
+    np.testing.assert_allclose(attribute(data, "splat_opacity", 1), _sigmoid(expected["opacities"][t]), atol=1e-6)
+
+
+def test_converted_frames_cache_full_and_replaced_folder(addon, blob, tmp_path):
+    """Playback keeps converted frames up to a budget: past it frames are converted every time and still right
+    (twice round the timeline, backwards too); a re-import of a replaced folder shows the new values."""
+    import hashlib
+    import json
+    import shutil
+
+    path, expected = blob
+    folder = tmp_path / "blob"
+    shutil.copytree(path, folder)
+    scene = bpy.context.scene
+    scene.frame_start = 1
+    frames = expected["positions"].shape[0]
+    playback = addon.playback
+    budget = playback.FRAME_CACHE_BYTES
+    playback.FRAME_CACHE_BYTES = 2 * 600 * 4 * (3 + 4 + 3 + 1)  # two frames' attributes of the 600 Gaussians
+    try:
+        (obj,) = addon.importer.import_asset(bpy.context, str(folder), "GAUSSIANS")
+        for frame in [*range(1, frames + 1), *range(frames, 0, -1)]:
+            scene.frame_set(frame)
+            _check_frame(obj.data, expected, frame - 1)
+        assert 0 < playback._frames_bytes <= playback.FRAME_CACHE_BYTES
+    finally:
+        playback.FRAME_CACHE_BYTES = budget
+    moved = expected["positions"] + np.float32(0.25)
+    (folder / "positions.bin").write_bytes(moved.astype("<f4").tobytes())
+    meta = json.loads((folder / "asset.json").read_text())
+    meta["arrays"]["positions"]["sha256"] = hashlib.sha256((folder / "positions.bin").read_bytes()).hexdigest()
+    (folder / "asset.json").write_text(json.dumps(meta))
+    (obj,) = addon.importer.import_asset(bpy.context, str(folder), "GAUSSIANS")
+    for frame in (2, 1):
+        scene.frame_set(frame)
+        np.testing.assert_allclose(positions(obj.data), to_blender(moved[frame - 1]), atol=1e-6)
+
+
 def test_import_mesh(addon, blob):
     path, expected = blob
     scene = bpy.context.scene
