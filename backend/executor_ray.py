@@ -1,19 +1,23 @@
 """Jobs on a Ray cluster: :class:`RayExecutor`, the executor behind ``pla4d-backend --executor ray`` (docs/cluster.md).
 
-Each job becomes one detached actor (:class:`backend.ray_job.JobRunner`) asking for the job's resource (one GPU by
-default, or a custom resource for mixed farms) and its memory; Ray places it on whichever node has them free, and
-the actor runs the same worker (the run engine) a local job runs. The scheduler keeps the queue: the executor
-offers as many slots as the cluster's alive nodes hold of the resource (read again every few seconds, so a node that
-joins starts taking queued jobs), so queue positions stay exact and Ray never holds a backlog of its own.
+Each job asks Ray for its resource (one GPU by default, or a custom resource for mixed farms) and its memory with a
+detached placement group of one bundle, named after the job; Ray places it on whichever node has them free, and that
+node's host (:class:`backend.ray_host.NodeHost`, one long-lived actor per node, asking for nothing) runs the job in
+a warm worker process that has torch and the engine imported already: the same worker (the run engine) a local job
+runs, one fresh process per job. No process starts between a submit and the job's first event. The scheduler keeps
+the queue: the executor offers as many slots as the cluster's alive nodes hold of the resource (read again every
+few seconds, so a node that joins gets its host and starts taking queued jobs), so queue positions stay exact and
+Ray never holds a backlog of its own.
 
-Events: one thread per running job long-polls its actor (``events(since)``) and passes each event, with its index,
-to the server's loop over an inproc ZeroMQ socket, one job's events in the order the worker sent them. Events go
-through Ray rather than a socket back to the server, so the nodes need no route to the server, only the cluster's
-own ports; and since the actor keeps what the server has not taken, a backend killed with -9 and started again
-adopts the actor by name (``ray.json`` in the job folder names it and how many events were taken) and goes on.
+Events: one thread per running job long-polls the job's host (``events(key, since)``) and passes each event, with
+its index, to the server's loop over an inproc ZeroMQ socket, one job's events in the order the worker sent them.
+Events go through Ray rather than a socket back to the server, so the nodes need no route to the server, only the
+cluster's own ports; and since the host keeps what the server has not taken, a backend killed with -9 and started
+again finds the run there (``ray.json`` in the job folder names the host, the placement group and how many events
+were taken) and goes on.
 
 Results: on the worker's ``done`` the thread copies every file of its manifest into ``DATA/jobs/ID/result`` (from
-``--shared-dir``, or read from the actor in chunks), checks each file's size and sha256, and only then passes the
+``--shared-dir``, or read from the host in chunks), checks each file's size and sha256, and only then passes the
 ``done`` on, so ``fetch`` is unchanged. A node lost mid-job ends the run as retryable: the scheduler queues the job
 again (up to ``--max-attempts`` runs) and, with ``--shared-dir``, the next run resumes from the stage cache there.
 """
@@ -21,6 +25,7 @@ again (up to ``--max-attempts`` runs) and, with ``--shared-dir``, the next run r
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import secrets
 import shutil
@@ -34,32 +39,42 @@ from typing import Any
 import zmq
 
 from backend.executor import MAX_EVENT_BYTES, Executor, JobSink, _visible_gpus
-from backend.protocol import Code, pack, unpack
-from backend.ray_job import CANCEL_KILL_S, MAX_CHUNK, JobRunner
+from backend.protocol import TERMINAL_EVENTS, Code, pack, unpack
+from backend.ray_host import NodeHost
+from backend.ray_job import CANCEL_KILL_S, MAX_CHUNK
 
-STATE_FILE = "ray.json"  # in the job folder: the actor's name, the run's attempt, the events taken
+STATE_FILE = "ray.json"  # in the job folder: the run's placement group, host, attempt and the events taken
+HOSTS_NAMESPACE = "pla4d-hosts"  # one host per node, shared by every backend on the cluster (it hands out GPUs)
 CAPACITY_TTL_S = 2.0
 POLL_S = 1.0  # longest wait of one events poll (a stopping server waits for it)
-UNAVAILABLE_S = 20.0  # an actor Ray cannot reach this long is given up as lost (Ray's node check is ~15 s)
-KILL_AFTER_CANCEL_S = CANCEL_KILL_S + 1.0  # an actor whose run has not ended by then is killed with its worker
+UNAVAILABLE_S = 20.0  # a host Ray cannot reach this long is given up as lost (Ray's node check is ~15 s)
+KILL_AFTER_CANCEL_S = CANCEL_KILL_S + 1.0  # a run that has not ended by then: its host kills its worker ...
+ABANDON_AFTER_CANCEL_S = KILL_AFTER_CANCEL_S + 2.0  # ... and one still not ended is given up (its host is stuck)
 
 
 @dataclass
 class _Run:
     job_id: str
     slot: int
-    actor: Any
-    name: str
+    name: str  # of its placement group, and its run's key on the host
     attempt: int
     seen: int = 0  # events taken and delivered
     node: dict[str, Any] | None = None
+    host: Any = None  # the node host's actor handle, once the run is placed
+    host_name: str | None = None
+    job_dir: str | None = None  # the shared job folder, or
+    files: dict[str, bytes] | None = None  # the job folder's files for a node-local one (until it started)
+    pg: Any = None  # its placement group (None when adopted: it has started)
     cancel_at: float | None = None
+    abandon: bool = False
     thread: threading.Thread | None = None
 
 
 def node_label(node: dict[str, Any] | None) -> str:
     if not node:
         return "a node not yet known"
+    if not node.get("ip"):  # placed, not yet started there
+        return f"node id {str(node.get('node_id'))[:8]}"
     return f"node {node.get('ip')} ({node.get('host')}, id {str(node.get('node_id'))[:8]})"
 
 
@@ -110,7 +125,16 @@ class RayExecutor(Executor):
             else:
                 options.update(num_gpus=gpus, resources={resource: self.per_job})
             ray.init(include_dashboard=False, **options)
-        self.remote = ray.remote(JobRunner)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # The module: ``ray.util.placement_group`` as an attribute is the function of that name.
+        self.pg_api = importlib.import_module("ray.util.placement_group")
+        self.affinity = NodeAffinitySchedulingStrategy
+        self.namespace = namespace
+        self.remote_host = ray.remote(NodeHost)
+        self.hosts: dict[str, Any] = {}  # node id -> its host's handle
+        self.node_totals: dict[str, float] = {}  # node id -> how much of the resource it has
+        self.hosts_lock = threading.Lock()
         self.ctx = ctx
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
@@ -128,17 +152,46 @@ class RayExecutor(Executor):
         return [f"ray:{self.resource}"] * max(self.capacity(), len(self.runs))
 
     def capacity(self) -> int:
-        """Jobs the cluster's alive nodes can hold at once (the resource over what one job asks for)."""
+        """Jobs the cluster's alive nodes can hold at once (the resource over what one job asks for). Each such node
+        gets its host as soon as it is seen, so its warm workers are ready before its first job."""
         now = time.monotonic()
         if now - self._capacity_at > CAPACITY_TTL_S:
             self._capacity_at = now
             try:
-                total = self.ray.cluster_resources().get(self.resource, 0.0)
-                self._capacity = int(total / self.per_job + 1e-9)
+                totals = {n["NodeID"]: n["Resources"].get(self.resource, 0.0) for n in self.ray.nodes() if n["Alive"]}
+                totals = {node: total for node, total in totals.items() if total >= self.per_job - 1e-9}
+                with self.hosts_lock:
+                    self.node_totals = totals
+                    for node in set(self.hosts) - set(totals):  # gone with its node
+                        del self.hosts[node]
+                for node in totals:
+                    self._host(node)
+                self._capacity = sum(int(total / self.per_job + 1e-9) for total in totals.values())
             except Exception:  # the cluster is unreachable for now: no new starts, runs go on
                 traceback.print_exc()
                 self._capacity = 0
         return self._capacity
+
+    def _host(self, node_id: str) -> Any:
+        """The node's host actor: found by name, or started there (pinned to the node, asking for nothing)."""
+        with self.hosts_lock:
+            host = self.hosts.get(node_id)
+            total = self.node_totals.get(node_id, self.per_job)
+        if host is None:
+            host = self.remote_host.options(
+                name=f"host-{node_id}", namespace=HOSTS_NAMESPACE, get_if_exists=True, lifetime="detached",
+                num_cpus=0, max_concurrency=256, max_restarts=0,
+                scheduling_strategy=self.affinity(node_id=node_id, soft=False),
+            ).remote(max(int(total / self.per_job + 1e-9), 1))  # fmt: skip
+            with self.hosts_lock:
+                self.hosts[node_id] = host
+        return host
+
+    def _forget_host(self, node_id: str | None, host: Any) -> None:
+        """A host that failed a call is looked up (or started) again next time."""
+        with self.hosts_lock:
+            if node_id is not None and self.hosts.get(node_id) is host:
+                del self.hosts[node_id]
 
     def attach(self, sink: JobSink) -> None:
         self.sink = sink
@@ -156,7 +209,7 @@ class RayExecutor(Executor):
         """The node that runs the job, or ran its last attempt (None before Ray has placed it)."""
         run = next((r for r in self.runs.values() if r.job_id == job_id), None)
         node = run.node if run is not None else self._state(job_id).get("node")
-        return None if not node else f"{node.get('ip')} ({node.get('host')})"
+        return None if not node or not node.get("ip") else f"{node.get('ip')} ({node.get('host')})"
 
     # ------------------------------------------------------------------ runs
     def _state(self, job_id: str) -> dict[str, Any]:
@@ -166,7 +219,7 @@ class RayExecutor(Executor):
             return {}
 
     def _save(self, run: _Run) -> None:
-        state = {"actor": run.name, "attempt": run.attempt, "seen": run.seen, "node": run.node}
+        state = {"pg": run.name, "host": run.host_name, "attempt": run.attempt, "seen": run.seen, "node": run.node}
         path = self.jobs_dir / run.job_id / STATE_FILE
         path.with_suffix(".tmp").write_text(json.dumps(state))
         path.with_suffix(".tmp").replace(path)
@@ -191,19 +244,18 @@ class RayExecutor(Executor):
         attempt = int(self._state(job_id).get("attempt", 0)) + 1
         name = f"job-{job_id}-{attempt}"
         job_dir, files = self._job_files(job_id)
-        options: dict[str, Any] = {"name": name, "lifetime": "detached", "max_restarts": 0, "max_concurrency": 8,
-                                   "num_cpus": 0}  # fmt: skip
-        if self.resource == "GPU":
-            options["num_gpus"] = self.per_job
-        else:
-            options["resources"] = {self.resource: self.per_job}
+        bundle = {self.resource: self.per_job}
         if self.memory_mb:
-            options["memory"] = self.memory_mb << 20
-        actor = self.remote.options(**options).remote(job_id, job_dir, files)
-        actor.start.remote()
-        run = _Run(job_id, slot, actor, name, attempt)
+            bundle["memory"] = float(self.memory_mb << 20)
+        # The job's claim on the cluster, held until its run is over; detached, so it outlives a backend restart.
+        created = time.time()
+        pg = self.pg_api.placement_group([bundle], strategy="PACK", name=name, lifetime="detached")
+        run = _Run(job_id, slot, name, attempt, job_dir=job_dir, files=files, pg=pg, node={"created": created})
         self._save(run)
         self._follow(run)
+
+    def key(self, run: _Run) -> str:
+        return f"{self.namespace}/{run.name}"
 
     def _follow(self, run: _Run) -> None:
         self.runs[run.slot] = run
@@ -214,30 +266,39 @@ class RayExecutor(Executor):
         for run in self.runs.values():
             if run.job_id == job_id and run.cancel_at is None:
                 run.cancel_at = time.monotonic()
-                run.actor.cancel.remote()
+                if run.host is not None:
+                    run.host.cancel.remote(self.key(run))
+                # else its relay sees cancel_at before it starts the run
 
     def recover(self, job_ids: list[str]) -> set[str]:
-        """Adopt the actors of the jobs that ran when the backend stopped, where they are still alive."""
+        """Adopt the runs of the jobs that ran when the backend stopped, where their hosts still keep them."""
         adopted = set()
         for job_id in job_ids:
             state = self._state(job_id)
-            if not state.get("actor"):
+            if not state.get("pg"):
                 continue
+            run = _Run(job_id, -1, state["pg"], int(state.get("attempt", 1)), int(state.get("seen", 0)),
+                       state.get("node"), host_name=state.get("host"))  # fmt: skip
             try:
-                actor = self.ray.get_actor(state["actor"])
-            except Exception:  # gone with its node: the scheduler queues the job again
+                if not run.host_name:
+                    raise LookupError("never placed")
+                run.host = self.ray.get_actor(run.host_name, namespace=HOSTS_NAMESPACE)
+                if not self.ray.get(run.host.has.remote(self.key(run)), timeout=30):
+                    raise LookupError("not on its host")
+            except Exception:  # gone with its node, or never started: the scheduler queues the job again
+                self._remove_pg(run.name)
                 continue
-            try:
-                node = self.ray.get(actor.where.remote(), timeout=30)
-            except Exception:  # never placed (or unreachable): it must not take a GPU later, the job runs again
-                self.ray.kill(actor)
-                continue
-            slot = next(s for s in range(len(self.runs) + 1) if s not in self.runs)
-            run = _Run(job_id, slot, actor, state["actor"], int(state.get("attempt", 1)), int(state.get("seen", 0)),
-                       node)  # fmt: skip
+            run.slot = next(s for s in range(len(self.runs) + 1) if s not in self.runs)
             self._follow(run)
             adopted.add(job_id)
         return adopted
+
+    def _remove_pg(self, name: str) -> None:
+        """Give the job's resource back to the cluster (and stop Ray from placing it again after a lost node)."""
+        try:
+            self.pg_api.remove_placement_group(self.pg_api.get_placement_group(name))
+        except Exception:  # already gone
+            pass
 
     # ------------------------------------------------------------------ the relay thread of one run
     def _relay(self, run: _Run) -> None:
@@ -245,32 +306,53 @@ class RayExecutor(Executor):
         push.setsockopt(zmq.LINGER, 1000)
         push.connect(self.inproc)
         key = run.job_id.encode()
-        node = run.node
         try:
-            if node is None:
-                node = self._wait(run.actor.where.remote())
-                if node is None:
+            if run.host is None:
+                if not self._place(run):
                     return
-                push.send_multipart([b"node", key, json.dumps(node).encode()])
+                if run.cancel_at is not None:  # cancelled before it started: its cancel file makes this a cancel
+                    self._remove_pg(run.name)
+                    push.send_multipart([b"end", key, b"cancelled before it started"])
+                    return
+                node_id = run.node["node_id"]
+                run.host = self._host(node_id)
+                with self.hosts_lock:
+                    total = self.node_totals.get(node_id, self.per_job)
+                where = self._wait(run.host.start.remote(self.key(run), run.job_dir, run.files, self.resource,
+                                                          self.per_job, total))  # fmt: skip
+                if where is None:
+                    return
+                run.files = None
+                run.host_name = f"host-{node_id}"
+                run.node = {**run.node, **where}  # with when it was asked for and placed (cluster_bench.py)
+                push.send_multipart([b"node", key, json.dumps(run.node).encode()])
             seen = run.seen
             unavailable_since = None
             while not self.stopping.is_set():
+                if run.abandon:
+                    raise TimeoutError(f"the run did not stop {ABANDON_AFTER_CANCEL_S:.1f} s after its cancel")
                 try:
-                    first, batch, ended = self.ray.get(run.actor.events.remote(seen, POLL_S))
+                    first, batch, ended = self.ray.get(run.host.events.remote(self.key(run), seen, POLL_S))
                     unavailable_since = None
                 except self.ray.exceptions.ActorUnavailableError:
-                    # Ray cannot reach the actor for now (it may still run): a lost node is declared by Ray
+                    # Ray cannot reach the host for now (it may still run): a lost node is declared by Ray
                     # (ActorDiedError) or, failing that, after UNAVAILABLE_S of silence.
                     unavailable_since = unavailable_since or time.monotonic()
                     if time.monotonic() - unavailable_since > UNAVAILABLE_S:
                         raise
                     time.sleep(0.5)
                     continue
+                terminal = False
                 for i, (envelope, raw) in enumerate(batch):
-                    if unpack(envelope, limit=MAX_EVENT_BYTES).get("event") == "done":
+                    name = unpack(envelope, limit=MAX_EVENT_BYTES).get("event")
+                    if name == "done":
                         envelope = self._collect(run, envelope)
                     push.send_multipart([b"ev", key, str(first + i).encode(), envelope, *raw])
+                    terminal = terminal or name in TERMINAL_EVENTS
                 seen = first + len(batch)
+                if terminal and ended is None:
+                    # The job is over and its result here: the slot is free now, not when its worker has exited.
+                    ended = f"the run ended ({name})"
                 if ended is not None:
                     self._bring_log(run)
                     self._release(run)
@@ -283,17 +365,31 @@ class RayExecutor(Executor):
                 traceback.print_exc()
             lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
             why = next((line for line in lines if "because" in line), lines[0])[:300]  # Ray's cause, where it says
-            reason = f"{node_label(node)} was lost while running this job ({type(exc).__name__}: {why})"
-            try:
-                self.ray.kill(run.actor)  # should it still run somewhere, it must not run beside its retry
-            except Exception:
-                pass
+            reason = f"{node_label(run.node)} was lost while running this job ({type(exc).__name__}: {why})"
+            if run.host is not None:
+                try:  # should it still run there, it must not run beside its retry
+                    run.host.kill.remote(self.key(run))
+                    run.host.close.remote(self.key(run))
+                except Exception:
+                    pass
+                if isinstance(exc, self.ray.exceptions.RayActorError):
+                    self._forget_host((run.node or {}).get("node_id"), run.host)
+            self._remove_pg(run.name)
             push.send_multipart([b"lost", key, reason.encode()])
         finally:
             push.close()
 
+    def _place(self, run: _Run) -> bool:
+        """Wait for Ray to grant the job's placement group; its node goes into ``run.node`` (False: stopping)."""
+        if self._wait(run.pg.ready()) is None:
+            return False
+        node_id = self.pg_api.placement_group_table(run.pg)["bundles_to_node_id"][0]
+        run.node = {**(run.node or {}), "node_id": node_id, "placed": time.time()}
+        return True
+
     def _wait(self, ref: Any) -> Any:
-        """``ray.get`` that gives up when the backend stops (an actor waits for a free node as long as it takes)."""
+        """``ray.get`` that gives up when the backend stops (a placement group waits for a free node as long as it
+        takes)."""
         while not self.stopping.is_set():
             try:
                 return self.ray.get(ref, timeout=POLL_S)
@@ -330,7 +426,7 @@ class RayExecutor(Executor):
         with open(target, "wb") as out:
             offset = 0
             while True:
-                chunk = self.ray.get(run.actor.read.remote(name, offset, MAX_CHUNK))
+                chunk = self.ray.get(run.host.read.remote(self.key(run), name, offset, MAX_CHUNK))
                 if not chunk:
                     return
                 out.write(chunk)
@@ -344,10 +440,10 @@ class RayExecutor(Executor):
 
     def _release(self, run: _Run) -> None:
         try:
-            self.ray.get(run.actor.close.remote(), timeout=10)
-        except Exception:
+            self.ray.get(run.host.close.remote(self.key(run)), timeout=10)
+        except Exception:  # the host went meanwhile: so did the run
             pass
-        self.ray.kill(run.actor)
+        self._remove_pg(run.name)
 
     # ------------------------------------------------------------------ the server's loop
     def pump(self) -> None:
@@ -380,9 +476,12 @@ class RayExecutor(Executor):
             self._save(run)
         now = time.monotonic()
         for run in self.runs.values():
-            if run.cancel_at is not None and now - run.cancel_at > KILL_AFTER_CANCEL_S:
-                run.cancel_at = float("inf")  # once
-                self.ray.kill(run.actor)  # its relay reports it lost; the cancel file makes that a cancel
+            if run.cancel_at is None or run.host is None:
+                continue
+            if now - run.cancel_at > ABANDON_AFTER_CANCEL_S:
+                run.abandon = True  # its relay reports it lost; the cancel file makes that a cancel
+            elif now - run.cancel_at > KILL_AFTER_CANCEL_S and not run.abandon:
+                run.host.kill.remote(self.key(run))
 
     def _end(self, run: _Run, lost: bool, reason: str) -> None:
         if not lost and self.shared is not None:
@@ -395,7 +494,7 @@ class RayExecutor(Executor):
         return self.sink
 
     def close(self) -> None:
-        """Stop relaying; the detached actors go on, and a backend started again adopts them (:meth:`recover`)."""
+        """Stop relaying; the runs go on on their hosts, and a backend started again adopts them (:meth:`recover`)."""
         self.stopping.set()
         for run in self.runs.values():
             if run.thread is not None:

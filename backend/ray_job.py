@@ -1,14 +1,15 @@
-"""One job on a Ray node: the actor that :class:`backend.executor_ray.RayExecutor` places on whichever node has the
-job's resource free.
+"""One job on a Ray node: its run, kept by the node's host (:class:`backend.ray_host.NodeHost`).
 
-The actor runs the very worker a local job runs (``python -m backend.worker``, the run engine) as its child on the
-node, collects the worker's events from a node-local ipc socket and hands them to the server in order when asked
-(:meth:`JobRunner.events`, a long poll). It is a detached, named actor, so a backend killed with -9 and started
-again finds it by name and picks up the events (and the result) where it left off. The job folder is either the
-one every node mounts (``--shared-dir``: the stage cache lives there, so a retried job resumes) or a node-local
-temporary folder filled from the bytes the server sends, whose result the server reads back in chunks.
+A :class:`JobRunner` runs the very worker a local job runs (:func:`backend.worker.main`, the run engine), in a warm
+process the host started ahead of time (``backend.ray_warm``) or, when none is ready, a fresh
+``python -m backend.worker``; it collects the worker's events from a node-local ipc socket and hands them to the
+server in order when asked (:meth:`JobRunner.events`, a long poll). The host is a detached, named actor, so a
+backend killed with -9 and started again finds the run there and picks up the events (and the result) where it
+left off. The job folder is either the one every node mounts (``--shared-dir``: the stage cache lives there, so a
+retried job resumes) or a node-local temporary folder filled from the bytes the server sends, whose result the
+server reads back in chunks.
 
-This module imports neither ray nor torch at the top: the executor wraps :class:`JobRunner` with ``ray.remote``.
+This module imports neither ray nor torch.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import zmq
 
@@ -40,13 +40,29 @@ def safe_relative(name: str) -> PurePosixPath:
     return path
 
 
+# launch(argv of backend.worker, the job's log, extra environment) -> the worker's process, started
+Launch = Callable[[list[str], Path, dict[str, str]], subprocess.Popen]
+
+
+def cold_launch(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A fresh ``python -m backend.worker`` (it imports torch and the engine itself)."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "backend.worker", *argv], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=dict(os.environ, **env))  # fmt: skip
+
+
 class JobRunner:
     """A job's run on this node. ``files``: relative path -> bytes of the job folder (``job.json``, ``inputs/...``)
-    when there is no shared storage, else None and ``job_dir`` is the shared folder the server filled."""
+    when there is no shared storage, else None and ``job_dir`` is the shared folder the server filled. ``env``:
+    what the job's worker runs with beyond the node's environment (its ``CUDA_VISIBLE_DEVICES``)."""
 
-    def __init__(self, job_id: str, job_dir: str | None, files: dict[str, bytes] | None):
-        self.since = time.time()  # the actor's process is up (dispatch overhead: benchmarks/cluster_bench.py)
+    def __init__(self, job_id: str, job_dir: str | None, files: dict[str, bytes] | None,
+                 launch: Launch = cold_launch, env: dict[str, str] | None = None):  # fmt: skip
+        self.since = time.time()  # the run is on its node (dispatch overhead: benchmarks/cluster_bench.py)
+        self.warm = False  # its worker was a warm process, ready when the job came (the host says)
         self.job_id = job_id
+        self.launch = launch
+        self.env = dict(env or {})
         self.private = job_dir is None
         self.tmp = tempfile.mkdtemp(prefix=f"pla4d-{job_id}-")
         self.job_dir = Path(self.tmp) / "job" if job_dir is None else Path(job_dir)
@@ -60,14 +76,6 @@ class JobRunner:
         self.ended: str | None = None  # why the worker's run is over (set after its last event)
         self.proc: subprocess.Popen | None = None
         self.thread: threading.Thread | None = None
-
-    def where(self) -> dict[str, Any]:
-        """The node this job runs on (for listings and failure messages)."""
-        import ray
-
-        ctx = ray.get_runtime_context()
-        return {"node_id": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(), "host": socket.gethostname(),
-                "pid": os.getpid(), "since": self.since}  # fmt: skip
 
     def start(self) -> None:
         """Start the worker (idempotent: a backend that adopts this actor after a restart may call it again)."""
@@ -86,13 +94,10 @@ class JobRunner:
         endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
         reason = "the worker did not start"
         try:
-            log = open(self.job_dir / "worker.log", "ab")  # noqa: SIM115 - handed to the child
-            env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
-            # The same worker a local job runs; it dies with this actor (PR_SET_PDEATHSIG) and so with its node.
-            cmd = [sys.executable, "-m", "backend.worker", str(self.job_dir), endpoint, token.decode(),
-                   str(os.getpid()), "auto"]  # fmt: skip
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-            log.close()
+            env = {"OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1", **self.env}
+            # The same worker a local job runs; it dies with the host (PR_SET_PDEATHSIG) and so with its node.
+            argv = [str(self.job_dir), endpoint, token.decode(), str(os.getpid()), "auto"]
+            self.proc = self.launch(argv, self.job_dir / "worker.log", env)
             while True:
                 if pull.poll(200):
                     self._take(pull, token)
@@ -131,6 +136,11 @@ class JobRunner:
                 self.lock.wait(left)
             return self.taken, list(self.events_), self.ended if not self.events_ else None
 
+    def kill(self) -> None:
+        """The worker goes at once (the server's last resort after a cancel)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
     def cancel(self) -> None:
         """The cancel file the worker polls between iterations, then a kill if it has not stopped in time."""
         (self.job_dir / "cancel").write_text("cancel\n")
@@ -142,8 +152,7 @@ class JobRunner:
             if self.proc is None or self.proc.poll() is not None:
                 return
             time.sleep(0.05)
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+        self.kill()
 
     def read(self, name: str, offset: int, size: int) -> bytes:
         """Bytes of a file in the job folder (the result, the worker's log), for a server without shared storage."""

@@ -5,9 +5,11 @@
 Starts a real Ray cluster of separate node processes (``ray start --block``, stopped by process id at the end; see
 tests/backend/backend_helpers.RayCluster for the addresses Ray uses) and real backends on 127.0.0.1.
 
-- Dispatch overhead: on a warm one-node cluster, submit to the first event the job's worker sends (its first
-  ``stage_started``), for tiny example jobs one after another; the same for the local executor. Most of either is
-  the worker process importing torch and the engine; the difference is what Ray adds.
+- Dispatch overhead: on a warm one-node cluster (the node's host has its warm worker ready: waited for before each
+  job), submit to the first event the job's worker sends (its first ``stage_started``), for tiny example jobs one
+  after another; the same for the local executor, whose every job starts a cold worker (most of its figure is that
+  worker importing torch and the engine). For Ray, each job's breakdown: submit to its placement group granted,
+  to its run handed to a worker on the node, to the first event sent, to it received.
 - Throughput: N tiny example jobs on one node, then on two. Logical GPUs on one machine share its cores, so each
   node is pinned to a core of its own (``taskset -c 0`` / ``taskset -c 1`` on ``ray start``: the raylet, the job's
   actor and its worker inherit it) and every job runs with ``OMP_NUM_THREADS=1``: a second node adds one core, as a
@@ -66,14 +68,20 @@ def run_jobs(client: Client, settings: list[dict], timeout: float = 900) -> dict
     return events
 
 
-def dispatch(client: Client, n: int, jobs_dir: Path | None = None) -> list[float]:
-    """Submit to the first event from the job's worker, one job at a time. With ``jobs_dir`` (Ray), also submit
-    to the job's actor being up on its node (``ray.json``), appended to ``actor_up`` (seconds)."""
+def dispatch(client: Client, n: int, jobs_dir: Path | None = None, warm=None) -> list[float]:
+    """Submit to the first event from the job's worker, one job at a time. With ``jobs_dir`` (Ray), each job's
+    breakdown goes to ``breakdown``: submit to the server's reply (``replied``), to the job's placement group asked
+    for (``asked``) and granted (``placed``), to its run handed to a worker on the node (``on_node``), to the
+    worker's first event sent (``first_sent``) and received here, and whether that worker was a warm one.
+    ``warm``: called before each job, to wait until the cluster is warm again."""
     out = []
     for _ in range(n):
+        if warm is not None:
+            warm()
         t0 = time.time()
         job_id = client.submit("example", TINY)["job_id"]
-        first = None
+        replied = time.time() - t0
+        first = sent = None
         while True:
             event = client.next_event(120)
             if event is None:
@@ -81,17 +89,38 @@ def dispatch(client: Client, n: int, jobs_dir: Path | None = None) -> list[float
             if event.get("job_id") != job_id:
                 continue
             if first is None and "sent_at" in event:
-                first = time.time() - t0
+                first, sent = time.time() - t0, event["sent_at"] - t0
             if event["event"] in TERMINAL:
                 break
         out.append(first)
         if jobs_dir is not None:
             node = json.loads((jobs_dir / job_id / "ray.json").read_text())["node"]
-            actor_up.append(round(node["since"] - t0, 3))
+            breakdown.append({"replied": round(replied, 3), "asked": round(node["created"] - t0, 3),
+                              "placed": round(node["placed"] - t0, 3), "on_node": round(node["since"] - t0, 3),
+                              "first_sent": round(sent, 3), "first_received": round(first, 3),
+                              "warm": node["warm"]})  # fmt: skip
     return out
 
 
-actor_up: list[float] = []
+breakdown: list[dict] = []
+
+
+def warm_hosts(address: str, timeout: float = 180):
+    """A function that waits until every node host's warm workers are ready (the cluster is warm)."""
+    import ray
+
+    from backend.executor_ray import HOSTS_NAMESPACE
+
+    def wait() -> None:
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=HOSTS_NAMESPACE, log_to_driver=False)
+        for node in ray.nodes():
+            if node["Alive"] and node["Resources"].get("GPU"):
+                host = ray.get_actor(f"host-{node['NodeID']}", namespace=HOSTS_NAMESPACE)
+                if not ray.get(host.wait_warm.remote(timeout)):
+                    raise RuntimeError("a node's warm workers did not get ready")
+
+    return wait
 
 
 def latencies(events: list[tuple[float, dict]]) -> list[float]:
@@ -111,6 +140,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=6, help="tiny jobs per throughput run")
     parser.add_argument("--dispatch", type=int, default=5, help="jobs timed for the dispatch overhead")
     parser.add_argument("--dispatch-only", action="store_true", help="measure the dispatch overhead only")
+    parser.add_argument("--no-local", action="store_true", help="skip the local executor's figures")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cluster.json"))
     args = parser.parse_args()
     import ray
@@ -132,18 +162,21 @@ def main() -> int:
     try:
         cluster.head(gpus=0, cpus="0")
         cluster.node(gpus=1, cpus="0")
-        local = backend("local", "--device", "cpu")
-        with Client(local.endpoint, timeout=120) as client:
-            results["local_dispatch_s"] = [round(v, 3) for v in dispatch(client, args.dispatch)]
-            events = run_jobs(client, [long_settings(200)])
-            results["local_event_latency"] = percentiles(latencies(next(iter(events.values()))))
-        local.stop()
+        if not args.no_local:
+            local = backend("local", "--device", "cpu")
+            with Client(local.endpoint, timeout=120) as client:
+                results["local_dispatch_s"] = [round(v, 3) for v in dispatch(client, args.dispatch)]
+                events = run_jobs(client, [long_settings(200)])
+                results["local_event_latency"] = percentiles(latencies(next(iter(events.values()))))
+            local.stop()
         ray_backend = backend("ray", "--executor", "ray", "--ray-address", cluster.address)
         with Client(ray_backend.endpoint, timeout=120) as client:
             wait_workers(client, 1)
-            dispatch(client, 1)  # warm: the node's first worker
-            results["ray_dispatch_s"] = [round(v, 3) for v in dispatch(client, args.dispatch, tmp / "ray" / "jobs")]
-            results["ray_actor_up_s"] = list(actor_up)
+            dispatch(client, 1)  # warm: the node's host and its first warm worker
+            warm = warm_hosts(cluster.address)
+            results["ray_dispatch_s"] = [round(v, 3) for v in dispatch(client, args.dispatch, tmp / "ray" / "jobs",
+                                                                       warm)]  # fmt: skip
+            results["ray_dispatch_breakdown_s"] = list(breakdown)
             if args.dispatch_only:
                 return report(results, args.out)
             events = run_jobs(client, [long_settings(200)])
@@ -153,7 +186,8 @@ def main() -> int:
             results["one_node_s"] = round(time.monotonic() - t0, 2)
             cluster.node(gpus=1, cpus="1")
             wait_workers(client, 2)
-            dispatch(client, 2)  # warm the new node (its first worker) as the first one was
+            dispatch(client, 2)  # warm the new node (its host) as the first one was
+            warm_hosts(cluster.address)()
             t0 = time.monotonic()
             run_jobs(client, [TINY] * args.jobs)
             results["two_nodes_s"] = round(time.monotonic() - t0, 2)
@@ -167,9 +201,13 @@ def main() -> int:
 
 
 def report(results: dict, out: str) -> int:
-    for key in ("local_dispatch_s", "ray_dispatch_s", "ray_actor_up_s"):
+    for key in ("local_dispatch_s", "ray_dispatch_s"):
         if results.get(key):
             results[key[: -len("_s")] + "_median_s"] = round(statistics.median(results[key]), 3)
+    if results.get("ray_dispatch_breakdown_s"):
+        parts = ("replied", "asked", "placed", "on_node", "first_sent", "first_received")
+        rows = results["ray_dispatch_breakdown_s"]
+        results["ray_dispatch_breakdown_median_s"] = {p: round(statistics.median(r[p] for r in rows), 3) for p in parts}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
