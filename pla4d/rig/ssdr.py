@@ -16,6 +16,7 @@ Everything works on the "Q trick": with homogeneous rest points p~ = [p, 1] and 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,7 +199,8 @@ def _solve_weights(
     q = np.einsum("tjci,tkcd->jkid", m, m).reshape(k * k, 16)  # Q[j, k] flattened
     out_j = np.empty((ph.shape[0], influences), np.int64)
     out_w = np.empty((ph.shape[0], influences))
-    for s in range(0, ph.shape[0], _CHUNK):
+
+    def solve(s: int) -> None:
         sl = slice(s, s + _CHUNK)
         p = ph[sl]
         outer = (p[:, :, None] * p[:, None, :]).reshape(-1, 16)
@@ -224,6 +226,14 @@ def _solve_weights(
         w_s = _qp_simplex(g_s, np.take_along_axis(b_c, keep, 1), project_simplex(np.take_along_axis(w_c, keep, 1)),
                           iterations // 2)  # fmt: skip
         out_j[sl], out_w[sl] = sel, w_s.astype(np.float64)
+
+    # The blocks are independent (same numbers in any order): two threads, as numpy lets go of the GIL in its loops.
+    starts = range(0, ph.shape[0], _CHUNK)
+    if len(starts) > 1:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(solve, starts))
+    else:
+        solve(0)
     return out_j, out_w
 
 
