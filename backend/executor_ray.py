@@ -124,7 +124,8 @@ class RayExecutor(Executor):
                 options["num_gpus"] = gpus or self.per_job
             else:
                 options.update(num_gpus=gpus, resources={resource: self.per_job})
-            ray.init(include_dashboard=False, **options)
+            # "local": a Ray of its own even when this machine runs another (None would join the newest one).
+            ray.init(address="local", include_dashboard=False, **options)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         # The module: ``ray.util.placement_group`` as an attribute is the function of that name.

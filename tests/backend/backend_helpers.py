@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -130,6 +131,7 @@ class RayCluster:
         self.temp = tempfile.mkdtemp(prefix="pla4d-ray-", dir="/tmp")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.client_port = free_port()  # the head's Ray client server: ray://127.0.0.1:PORT
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1",
                     # a lost node is noticed in ~3 s instead of ~30 s
                     "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
@@ -157,10 +159,12 @@ class RayCluster:
     def head(self, gpus: int = 1, cpus: str | None = None) -> subprocess.Popen:
         return self._start(["--head", "--port", str(self.port), "--node-ip-address", "127.0.0.1", "--num-gpus",
                             str(gpus), "--include-dashboard", "false", "--temp-dir", self.temp,
-                            "--ray-client-server-port", str(free_port())], "head", cpus)  # fmt: skip
+                            "--ray-client-server-port", str(self.client_port)], "head", cpus)  # fmt: skip
 
-    def node(self, gpus: int = 1, cpus: str | None = None) -> subprocess.Popen:
-        return self._start(["--address", self.address, "--num-gpus", str(gpus)], f"node{len(self.nodes)}", cpus)
+    def node(self, gpus: int = 1, cpus: str | None = None, resources: dict | None = None) -> subprocess.Popen:
+        extra = ["--resources", json.dumps(resources)] if resources else []
+        return self._start(["--address", self.address, "--num-gpus", str(gpus), *extra], f"node{len(self.nodes)}",
+                           cpus)  # fmt: skip
 
     @staticmethod
     def kill(proc: subprocess.Popen) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("ray")
 
-from backend_helpers import TINY, RayCluster, long_settings  # noqa: E402
-from test_cluster import collect, fetched, wait_workers  # noqa: E402
+from backend_helpers import TINY, long_settings  # noqa: E402
+from test_cluster import collect, fetched, node_running, wait_workers  # noqa: E402
 
 from backend.client import Client  # noqa: E402
 
@@ -33,12 +33,6 @@ def until(client: Client, job_id: str, check, timeout: float = 180) -> list[dict
         assert event["event"] not in ("failed", "cancelled"), event
         if check(event):
             return seen
-
-
-def node_running(cluster: RayCluster, data_dir, job_id: str):
-    """The cluster node whose processes hold the job's actor (``ray.json`` names the actor's pid)."""
-    pid = json.loads((data_dir / "jobs" / job_id / "ray.json").read_text())["node"]["pid"]
-    return next(p for p in cluster.nodes if pid in RayCluster.descendants([p.pid]))
 
 
 def stage_times(events: list[dict]) -> list[tuple[str, str, float | None]]:
