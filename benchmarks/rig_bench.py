@@ -10,12 +10,12 @@
 - ``--size``: the fit alone at the target size (32 frames, 20k Gaussians + 20k mesh vertices), the mesh taken
   from a run's mesh plus its edge midpoints (vertices of the once-subdivided mesh, moved as their edge moves);
 - ``--blender``: Blender playback of rigged splats (bpy 5.0.1 from ``.venv-bpy``): a synthetic rigged asset
-  (``--gaussians`` splats on 24 bones, 32 frames) imported with the add-on's rig import; the import time, the
-  frame change (``scene.frame_set`` as a whole: the Action, the skinning handler, the splat instancing) and the
-  handler's part (blender_addon/rig_playback.py: pose matrices, the product, rotations, ``foreach_set``), and
-  ``frame_set`` without the handler's work and without the splat instancing, to show what dominates; then the
-  cache path (the same asset imported as Gaussians) in the same process. Wall and CPU milliseconds (the CPU time
-  of every thread of the process: less inflated than wall time on a shared machine).
+  (``pla4d.rig.synthetic``: ``--gaussians`` splats on 24 bones, 32 frames) imported with the add-on's rig
+  import; the import time, the frame change (``scene.frame_set`` as a whole: the Action, the skinning handler,
+  the splat instancing), the handler's part (blender_addon/rig_playback.py: pose matrices, the product,
+  rotations, ``foreach_set``), ``frame_set`` without the handler's work and without the splat instancing (what
+  dominates), then the cache path (the same asset imported as Gaussians) in the same process. Wall and CPU
+  milliseconds (CPU: every thread of the process; less inflated than wall time on a shared machine).
 
 Usage: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/rig_bench.py out/bench4d/*/run --bones 8,16,24,32``
 (one JSON line per run and bone count; ``--out`` also writes them to a file);
@@ -155,46 +155,15 @@ def target_size(asset: Any) -> dict[str, Any]:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # fmt: skip
 
 
-def synthetic_rigged_asset(path: Path, n: int, bones: int = 24, frames: int = 32) -> None:
-    """``n`` splats on a chain of ``bones`` bones, each turning about its own joint (x, y or z by turns), 4 random
-    weights per splat on the nearest bones: every splat moves and turns at every frame."""
-    from pla4d.formats.asset import write_asset
-    from pla4d.formats.rig import RigData
-    from pla4d.rig.skinning import skin_gaussians
-
-    rng = np.random.default_rng(1)
-    points = rng.uniform(-1, 1, (n, 3))
-    centres = np.column_stack([np.linspace(-1, 1, bones), np.zeros(bones), np.zeros(bones)])
-    nearest = np.argsort(((points[:, None] - centres[None]) ** 2).sum(-1), axis=1)[:, :4]
-    weights = rng.dirichlet(np.ones(4), n).astype(np.float32)
-    transforms = np.zeros((frames, bones, 3, 4))
-    for t in range(frames):
-        for j in range(bones):
-            c, s = np.cos(0.3 * t / frames * np.sin(j)), np.sin(0.3 * t / frames * np.sin(j))
-            a, b = [(1, 2), (2, 0), (0, 1)][j % 3]
-            r = np.eye(3)
-            r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
-            transforms[t, j] = np.concatenate([r, (centres[j] - r @ centres[j])[:, None]], axis=1)
-    rest = np.tile(np.eye(4), (bones, 1, 1))
-    rest[:, :3, 3] = centres
-    q0 = rng.normal(size=(n, 4))
-    q0 /= np.linalg.norm(q0, axis=1, keepdims=True)
-    pos, rot = skin_gaussians(points, q0, transforms, nearest, weights)
-    canonical = {"positions": points.astype(np.float32), "rotations": q0.astype(np.float32),
-                 "scales": np.full((n, 3), -4.0, np.float32), "opacities": np.full(n, 2.0, np.float32),
-                 "sh_dc": np.zeros((n, 3), np.float32)}  # fmt: skip
-    rig = RigData([f"bone_{j:02d}" for j in range(bones)], np.arange(-1, bones - 1), rest, centres + [0, 0.05, 0],
-                  transforms.astype(np.float32), nearest.astype(np.uint32), weights)  # fmt: skip
-    write_asset(path, canonical, {"positions": pos, "rotations": rot}, fps=16.0, rig=rig)
-
-
 def blender_playback(n: int, python: Path) -> dict[str, Any]:
     """Write the synthetic rigged asset, then time its playback inside Blender's Python (``--blender-inner``)."""
     import subprocess
     import tempfile
 
+    from pla4d.rig.synthetic import chain_rig_asset
+
     with tempfile.TemporaryDirectory(prefix="pla4d-rig-bench-") as tmp:
-        synthetic_rigged_asset(Path(tmp) / "asset", n)
+        chain_rig_asset(Path(tmp) / "asset", n)
         cmd = [str(python), __file__, "--blender-inner", str(Path(tmp) / "asset"), "--gaussians", str(n)]
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", BLENDER_USER_RESOURCES=str(Path(tmp) / "user"))
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)

@@ -18,6 +18,7 @@ from pla4d.asset.rig_gltf import rigged_glb_bytes
 from pla4d.formats.asset import MeshData, write_asset
 from pla4d.formats.rig import RigData
 from pla4d.rig.skinning import skin_gaussians, skin_points
+from pla4d.rig.synthetic import chain_rig_asset, rigid_turn
 
 
 def _canonical(positions: np.ndarray, rotations: np.ndarray) -> dict[str, np.ndarray]:
@@ -25,14 +26,6 @@ def _canonical(positions: np.ndarray, rotations: np.ndarray) -> dict[str, np.nda
     return {"positions": positions.astype(np.float32), "rotations": rotations.astype(np.float32),
             "scales": np.full((n, 3), -4.0, np.float32), "opacities": np.full(n, 2.0, np.float32),
             "sh_dc": np.zeros((n, 3), np.float32)}  # fmt: skip
-
-
-def _rigid(angle: float, axis: int, pivot: np.ndarray) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return np.concatenate([r, (pivot - r @ pivot)[:, None]], axis=1)
 
 
 def bar_asset(path: Path, frames: int = 5) -> dict[str, np.ndarray]:
@@ -46,7 +39,7 @@ def bar_asset(path: Path, frames: int = 5) -> dict[str, np.ndarray]:
     transforms = np.zeros((frames, 2, 3, 4))
     transforms[:, 0] = np.eye(3, 4)
     for t in range(frames):
-        transforms[t, 1] = _rigid(0.5 * math.pi * t / (frames - 1), 2, np.array([1.0, 0.0, 0.0]))
+        transforms[t, 1] = rigid_turn(0.5 * math.pi * t / (frames - 1), 2, np.array([1.0, 0.0, 0.0]))
     rest = np.tile(np.eye(4), (2, 1, 1))
     rest[1, :3, 3] = [1.0, 0.0, 0.0]
     q0 = rng.normal(size=(n, 4))
@@ -64,24 +57,9 @@ def bar_asset(path: Path, frames: int = 5) -> dict[str, np.ndarray]:
 
 
 def big_asset(path: Path, n: int = 100_000, bones: int = 24, frames: int = 8) -> None:
-    """100k splats on 24 bones (a chain, each turning a little about its own joint) for the frame-change time."""
-    rng = np.random.default_rng(1)
-    points = rng.uniform(-1, 1, (n, 3))
-    centres = np.column_stack([np.linspace(-1, 1, bones), np.zeros(bones), np.zeros(bones)])
-    nearest = np.argsort(((points[:, None] - centres[None]) ** 2).sum(-1), axis=1)[:, :4]
-    weights = rng.dirichlet(np.ones(4), n).astype(np.float32)
-    transforms = np.zeros((frames, bones, 3, 4))
-    for t in range(frames):
-        for j in range(bones):
-            transforms[t, j] = _rigid(0.3 * t / frames * math.sin(j), j % 3, centres[j])
-    rest = np.tile(np.eye(4), (bones, 1, 1))
-    rest[:, :3, 3] = centres
-    q0 = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
-    pos, rot = skin_gaussians(points, q0, transforms, nearest, weights)
+    """100k splats on 24 bones (pla4d.rig.synthetic) for the frame-change time; the expected frames in big.npz."""
+    pos, rot = chain_rig_asset(path, n, bones, frames, fps=8.0)
     np.savez(path.parent / "big.npz", positions=pos, rotations=rot)
-    rig = RigData([f"bone_{j:02d}" for j in range(bones)], np.arange(-1, bones - 1), rest, centres + [0, 0.05, 0],
-                  transforms.astype(np.float32), nearest.astype(np.uint32), weights)  # fmt: skip
-    write_asset(path, _canonical(points, q0), {"positions": pos, "rotations": rot}, fps=8.0, rig=rig)
 
 
 def test_rig_import(bpy_python, addon_zip, fixture_dir, tmp_path):
