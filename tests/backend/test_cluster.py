@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -144,11 +145,16 @@ def test_backend_starts_its_own_ray(backend_factory):
     """``--ray-address none``: the backend starts a Ray of this machine alone (Ray's address "local": it joins no
     other Ray running here), with one logical GPU on a machine without one, runs a job on it, and its Ray ends with
     it. Its session files go under a private RAY_TMPDIR; like any Ray it listens on all interfaces (see
-    :class:`backend_helpers.RayCluster`). Every process of that Ray is found by pid below the backend's and checked
-    gone (killed by pid should one stay)."""
+    :class:`backend_helpers.RayCluster`). A Ray started by ``ray.init`` turns on Ray's token authentication and,
+    without a token, writes one to ~/.ray/auth_token, after which every ``ray start --head`` of this user asks for
+    it (the other cluster tests' nodes would be refused): the test gives the token in the environment instead.
+    Every process of that Ray is found by pid below the backend's and checked gone (killed by pid should one
+    stay)."""
     ray_tmp = tempfile.mkdtemp(prefix="pla4d-rt-", dir="/tmp")
-    backend = backend_factory("--rate", "0", "--executor", "ray", "--ray-address", "none", name="own",
-                              env={"RAY_TMPDIR": ray_tmp})  # fmt: skip
+    env = {"RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    token_file = Path.home() / ".ray" / "auth_token"
+    had_token = token_file.exists()
+    backend = backend_factory("--rate", "0", "--executor", "ray", "--ray-address", "none", name="own", env=env)
     below: list[tuple[int, str | None]] = []
     try:
         job_id, events = run_one(backend.endpoint)
@@ -162,6 +168,7 @@ def test_backend_starts_its_own_ray(backend_factory):
         while alive() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not (left := alive()), f"processes of the backend's Ray outlived it: {left}"
+        assert token_file.exists() == had_token  # no token file left behind for this user's other Ray clusters
     finally:
         for pid, started in below:
             if started is not None and _start_time(pid) == started:
