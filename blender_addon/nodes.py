@@ -19,7 +19,7 @@ import bpy
 
 from .attributes import ATTR_K, ATTR_OPACITY, ATTR_RGB, ATTR_ROTATION, ATTR_SCALE, BLENDER_ATTR
 
-NODES_VERSION = 3  # bump when the node groups change; older groups are rebuilt
+NODES_VERSION = 4  # bump when the node groups change; older groups are rebuilt
 SPLATS_GROUP = "pla4d Splats"
 FRAMES_GROUP = "pla4d Frames"
 PREVIEW_GROUP = "pla4d Preview Points"
@@ -99,22 +99,30 @@ def splats_group() -> Any:
     _socket(ng, "Geometry", "OUTPUT", "NodeSocketGeometry")
     gi, go = ng.nodes.new("NodeGroupInput"), ng.nodes.new("NodeGroupOutput")
     gi.location, go.location = (-900, 0), (700, 0)
-    # Drop nearly transparent Gaussians: they cost render time and show nothing.
+    # Nearly transparent Gaussians get no splat: they cost render time and show nothing. (The instancing's own
+    # selection: a Delete Geometry node would copy the 100k points first.)
     opacity = _named(ng, ATTR_OPACITY, "FLOAT", (-700, -250))
     faint = _math(ng, "LESS_THAN", opacity.outputs[0], gi.outputs["Min Opacity"], (-500, -250))
-    delete = ng.nodes.new("GeometryNodeDeleteGeometry")
-    delete.domain = "POINT"
-    delete.location = (-300, 0)
-    ng.links.new(gi.outputs["Geometry"], delete.inputs["Geometry"])
-    ng.links.new(faint, delete.inputs["Selection"])
+    shown = ng.nodes.new("FunctionNodeBooleanMath")
+    shown.operation = "NOT"
+    shown.location = (-300, -250)
+    ng.links.new(faint, shown.inputs[0])
     # One smooth sphere of radius 1 per point, scaled by scale * Splat Size: the shell at that many sigmas.
     ico = ng.nodes.new("GeometryNodeMeshIcoSphere")
-    ico.location = (-500, 250)
+    ico.location = (-700, 250)
     ico.inputs["Radius"].default_value = 1.0
     ng.links.new(gi.outputs["Detail"], ico.inputs["Subdivisions"])
+    # The material needs the shell radius (in sigmas) to turn the facing ratio into a Gaussian falloff: stored on
+    # the one shared sphere (a dozen vertices), not on each of the 100k instances.
+    store = ng.nodes.new("GeometryNodeStoreNamedAttribute")
+    store.data_type, store.domain = "FLOAT", "POINT"
+    store.location = (-500, 250)
+    store.inputs["Name"].default_value = ATTR_K
+    ng.links.new(ico.outputs["Mesh"], store.inputs["Geometry"])
+    ng.links.new(gi.outputs["Splat Size"], store.inputs["Value"])
     smooth = ng.nodes.new("GeometryNodeSetShadeSmooth")
     smooth.location = (-300, 250)
-    ng.links.new(ico.outputs["Mesh"], smooth.inputs[0])
+    ng.links.new(store.outputs[0], smooth.inputs[0])
     set_mat = ng.nodes.new("GeometryNodeSetMaterial")
     set_mat.location = (-100, 250)
     pick = ng.nodes.new("GeometryNodeSwitch")
@@ -128,17 +136,21 @@ def splats_group() -> Any:
     rotation = _named(ng, ATTR_ROTATION, "QUATERNION", (-500, -450))
     scale = _named(ng, ATTR_SCALE, "FLOAT_VECTOR", (-900, -600))
     # 3D smoothing filter: each axis' sigma becomes sqrt(sigma^2 + smoothing^2) (covariance + smoothing^2 I).
+    # sigma * sigma + smoothing^2 as one vector operation: every node here runs over all 100k points each frame.
+    s2 = _math(ng, "MULTIPLY", gi.outputs["Smoothing"], gi.outputs["Smoothing"], (-900, -800))
+    s2_vec = ng.nodes.new("ShaderNodeCombineXYZ")
+    s2_vec.location = (-750, -800)
+    for axis in range(3):
+        ng.links.new(s2, s2_vec.inputs[axis])
+    variance = _vector_math(ng, "MULTIPLY_ADD", scale.outputs[0], scale.outputs[0], (-700, -600))
+    ng.links.new(s2_vec.outputs[0], variance.inputs[2])
     split = ng.nodes.new("ShaderNodeSeparateXYZ")
-    split.location = (-700, -600)
-    ng.links.new(scale.outputs[0], split.inputs[0])
-    s2 = _math(ng, "MULTIPLY", gi.outputs["Smoothing"], gi.outputs["Smoothing"], (-700, -800))
+    split.location = (-600, -600)
+    ng.links.new(variance.outputs[0], split.inputs[0])
     joined = ng.nodes.new("ShaderNodeCombineXYZ")
     joined.location = (-450, -600)
     for axis in range(3):
-        c = split.outputs[axis]
-        sigma = _math(ng, "SQRT", _math(ng, "ADD", _math(ng, "MULTIPLY", c, c, (-600, -600 - 60 * axis)), s2,
-                                        (-550, -600 - 60 * axis)), None, (-500, -600 - 60 * axis))  # fmt: skip
-        ng.links.new(sigma, joined.inputs[axis])
+        ng.links.new(_math(ng, "SQRT", split.outputs[axis], None, (-500, -600 - 60 * axis)), joined.inputs[axis])
     scaled = ng.nodes.new("ShaderNodeVectorMath")
     scaled.operation = "SCALE"
     scaled.location = (-300, -600)
@@ -146,18 +158,12 @@ def splats_group() -> Any:
     ng.links.new(gi.outputs["Splat Size"], scaled.inputs["Scale"])
     inst = ng.nodes.new("GeometryNodeInstanceOnPoints")
     inst.location = (100, 0)
-    ng.links.new(delete.outputs[0], inst.inputs["Points"])
+    ng.links.new(gi.outputs["Geometry"], inst.inputs["Points"])
+    ng.links.new(shown.outputs[0], inst.inputs["Selection"])
     ng.links.new(set_mat.outputs[0], inst.inputs["Instance"])
     ng.links.new(rotation.outputs[0], inst.inputs["Rotation"])
     ng.links.new(scaled.outputs[0], inst.inputs["Scale"])
-    # The material needs the shell radius (in sigmas) to turn the facing ratio into a Gaussian falloff.
-    store = ng.nodes.new("GeometryNodeStoreNamedAttribute")
-    store.data_type, store.domain = "FLOAT", "INSTANCE"
-    store.location = (400, 0)
-    store.inputs["Name"].default_value = ATTR_K
-    ng.links.new(inst.outputs[0], store.inputs["Geometry"])
-    ng.links.new(gi.outputs["Splat Size"], store.inputs["Value"])
-    ng.links.new(store.outputs[0], go.inputs[0])
+    ng.links.new(inst.outputs[0], go.inputs[0])
     return ng
 
 
@@ -175,7 +181,7 @@ def frames_group() -> Any:
     _socket(ng, "Frame Count", "INPUT", "NodeSocketInt", 1, 1)
     _socket(ng, "Geometry", "OUTPUT", "NodeSocketGeometry")
     gi, go = ng.nodes.new("NodeGroupInput"), ng.nodes.new("NodeGroupOutput")
-    gi.location, go.location = (-1000, 0), (1200, 0)
+    gi.location, go.location = (-1000, 0), (1500, 0)
     time = ng.nodes.new("GeometryNodeInputSceneTime")
     time.location = (-1000, 300)
     t = _math(ng, "SUBTRACT", _math(ng, "FLOOR", time.outputs["Frame"], None, (-800, 300)), gi.outputs["Start Frame"])
@@ -186,6 +192,7 @@ def frames_group() -> Any:
     text.inputs["Decimals"].default_value = 0
     ng.links.new(t, text.inputs["Value"])
     geometry = gi.outputs["Geometry"]
+    baked = None
     x = 0
     for name, (target, kind, _key, _width) in BLENDER_ATTR.items():
         replace = ng.nodes.new("FunctionNodeReplaceString")
@@ -198,6 +205,7 @@ def frames_group() -> Any:
         if name == "positions":
             node = ng.nodes.new("GeometryNodeSetPosition")
             ng.links.new(named.outputs[0], node.inputs["Position"])
+            baked = named.outputs["Exists"]
         else:
             node = ng.nodes.new("GeometryNodeStoreNamedAttribute")
             node.data_type, node.domain = kind, "POINT"
@@ -224,7 +232,21 @@ def frames_group() -> Any:
         geometry = remove.outputs[0]
     else:
         ng.nodes.remove(remove)
-    ng.links.new(geometry, go.inputs[0])
+    # Unbaked (no frame attributes): the input passes through untouched. The nodes above would each still copy
+    # the point attributes they write to (a third of frame_set at 100k Gaussians); a Switch evaluates one side.
+    # It needs a single value, and "Exists" is a field: sampled at the first point.
+    first = ng.nodes.new("GeometryNodeSampleIndex")
+    first.data_type, first.domain = "BOOLEAN", "POINT"
+    first.location = (x, -250)
+    ng.links.new(gi.outputs["Geometry"], first.inputs["Geometry"])
+    ng.links.new(baked, first.inputs["Value"])
+    switch = ng.nodes.new("GeometryNodeSwitch")
+    switch.input_type = "GEOMETRY"
+    switch.location = (x + 250, 0)
+    ng.links.new(first.outputs[0], switch.inputs[0])
+    ng.links.new(gi.outputs["Geometry"], switch.inputs[1])
+    ng.links.new(geometry, switch.inputs[2])
+    ng.links.new(switch.outputs[0], go.inputs[0])
     return ng
 
 
@@ -280,7 +302,7 @@ def _attribute(nt: Any, name: str, kind: str, loc: tuple[float, float]) -> Any:
 def _splat_alpha(nt: Any) -> tuple[Any, Any]:
     """The splat's alpha (Gaussian falloff x opacity, 0 on back faces) and the Geometry node, in material ``nt``."""
     opacity = _attribute(nt, ATTR_OPACITY, "INSTANCER", (-200, 100))
-    k = _attribute(nt, ATTR_K, "INSTANCER", (-800, -300))
+    k = _attribute(nt, ATTR_K, "GEOMETRY", (-800, -300))  # on the shared sphere's vertices (one value)
     geo = nt.nodes.new("ShaderNodeNewGeometry")
     geo.location = (-1200, 0)
     coords = nt.nodes.new("ShaderNodeTexCoord")
