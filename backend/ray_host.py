@@ -30,6 +30,7 @@ from typing import Any
 from backend.ray_job import JobRunner, cold_launch
 
 REFILL_BACKOFF_S = 10.0  # a warm process that died before its job is not replaced more often than this
+KEEP_WARM_S = 5.0  # how often the pool is checked between jobs
 
 
 class _Warm:
@@ -70,6 +71,7 @@ class NodeHost:
 
     def __init__(self, warm: int = 1):
         self.lock = threading.Lock()
+        self.start_lock = threading.Lock()
         self.runs: dict[str, JobRunner] = {}
         self.gpus: dict[str, list[tuple[int, float]]] = {}  # run key -> (GPU index, share) it holds
         self.warm_target = max(int(warm), 1)
@@ -78,8 +80,15 @@ class NodeHost:
         self.last_failure = float("-inf")
         self.visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         self._refill()
+        threading.Thread(target=self._keep_warm, daemon=True).start()
 
     # ------------------------------------------------------------------ the warm pool
+    def _keep_warm(self) -> None:
+        """Warm processes that died while waiting are replaced (no more often than REFILL_BACKOFF_S)."""
+        while True:
+            time.sleep(KEEP_WARM_S)
+            self._refill()
+
     def _refill(self) -> None:
         with self.lock:
             for warm in [w for w in self.pool if not w.alive()]:
@@ -103,19 +112,18 @@ class NodeHost:
 
     def _launch(self, argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
         warm = self._take()
-        if warm is None:  # none started or all died: a cold worker does the same, only slower
-            return cold_launch(argv, log_path, env)
-        line = json.dumps({"argv": argv, "log": str(log_path), "env": env}) + "\n"
-        assert warm.proc.stdin is not None
-        warm.proc.stdin.write(line.encode())
-        warm.proc.stdin.close()
-        return warm.proc
-
-    def status(self) -> dict[str, Any]:
-        """How many warm processes wait (and are ready), and which runs this host keeps."""
-        with self.lock:
-            return {"warm": sum(w.alive() for w in self.pool), "ready": sum(w.ready.is_set() for w in self.pool),
-                    "runs": sorted(self.runs)}  # fmt: skip
+        if warm is not None:
+            line = json.dumps({"argv": argv, "log": str(log_path), "env": env}) + "\n"
+            assert warm.proc.stdin is not None
+            try:
+                warm.proc.stdin.write(line.encode())
+                warm.proc.stdin.close()
+                return warm.proc
+            except OSError:  # it died since: the job goes to a cold worker
+                warm.proc.kill()
+                warm.proc.wait()
+        # None started or all died: a cold worker does the same, only slower.
+        return cold_launch(argv, log_path, env)
 
     def wait_warm(self, timeout_s: float) -> bool:
         """Until every warm process is ready (benchmarks, tests: a warm cluster)."""
@@ -133,18 +141,20 @@ class NodeHost:
               node_total: float) -> dict[str, Any]:  # fmt: skip
         """Start a run (idempotent: a backend that adopts it after a restart may call again); -> where it runs.
         ``node_total``: how much of ``resource`` the node has (its GPU count, for the GPU indices)."""
-        with self.lock:
-            run = self.runs.get(key)
-        if run is None:
-            env = {}
-            if resource == "GPU":
-                env["CUDA_VISIBLE_DEVICES"] = self._claim_gpus(key, int(node_total + 1e-9), per_job)
-            ready = any(w.ready.is_set() and w.alive() for w in self.pool)
-            run = JobRunner(key.rsplit("/", 1)[-1], job_dir, files, launch=self._launch, env=env)
-            run.warm = ready
+        with self.start_lock:  # one start at a time: a run is made once, and GPUs are claimed one run after another
             with self.lock:
-                self.runs[key] = run
-            run.start()
+                run = self.runs.get(key)
+            if run is None:
+                env = {}
+                if resource == "GPU":
+                    env["CUDA_VISIBLE_DEVICES"] = self._claim_gpus(key, int(node_total + 1e-9), per_job)
+                with self.lock:
+                    ready = any(w.ready.is_set() and w.alive() for w in self.pool)
+                run = JobRunner(key.rsplit("/", 1)[-1], job_dir, files, launch=self._launch, env=env)
+                run.warm = ready
+                with self.lock:
+                    self.runs[key] = run
+                run.start()
         return self.where(key)
 
     def _claim_gpus(self, key: str, total: int, per_job: float) -> str:

@@ -78,7 +78,7 @@ class JobRunner:
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the worker (idempotent: a backend that adopts this actor after a restart may call it again)."""
+        """Start the worker (once: a second call does nothing)."""
         with self.lock:
             if self.thread is not None:
                 return
