@@ -40,6 +40,9 @@ def _on_load(*_args: Any) -> None:
     playback.forget_assets()
     for scene in bpy.data.scenes:
         playback.apply_scene(scene)
+    for obj in bpy.data.objects:
+        if getattr(obj, "pla4d", None) is not None:
+            playback.prefill(obj)
 
 
 def _timer() -> float:

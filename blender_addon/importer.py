@@ -16,7 +16,7 @@ from . import asset_io
 from .asset_io import Asset
 from .attributes import ATTR_RGB, BLENDER_ATTR, set_attribute, to_blender
 from .nodes import add_modifiers, mesh_material, splat_material
-from .playback import ImportFailedError, apply_frame, forget_asset, get_asset
+from .playback import ImportFailedError, apply_frame, forget_asset, get_asset, prefill
 
 
 def link_object(context: Any, obj: Any, collection: Any = None) -> None:
@@ -92,6 +92,7 @@ def import_gaussians(
     props["start_frame"] = start  # no update callback yet: the modifiers do not exist
     add_modifiers(obj, start, asset.frame_count, splats=True)
     apply_frame(obj, scene.frame_current)
+    prefill(obj)
     return obj
 
 
@@ -140,6 +141,7 @@ def import_mesh(
     props["start_frame"] = start
     add_modifiers(obj, start, asset.frame_count, splats=False)
     apply_frame(obj, scene.frame_current)
+    prefill(obj)
     return obj
 
 

@@ -167,6 +167,28 @@ def _blender_frame(data: Any, path: str, asset: Asset, name: str, t: int) -> np.
     return flat
 
 
+def prefill(obj: Any) -> int:
+    """Convert every frame of a handler-driven object ahead of playback, while :data:`FRAME_CACHE_BYTES` allows,
+    so that no frame change pays the conversion (at 100k Gaussians ~3 ms a frame against ~0.25 ms to write a
+    converted one); returns the frames now kept. Run at import and after loading a file."""
+    props = obj.pla4d
+    if props.baked or not props.asset_path or props.kind not in ("GAUSSIANS", "MESH") or obj.get(RIG_MARK) is not None:
+        return 0
+    try:
+        path, asset = _opened(props.asset_path)
+    except (asset_io.AssetReadError, OSError):
+        return 0
+    if props.kind == "MESH" and asset.mesh is None:
+        return 0
+    names = ["mesh"] if props.kind == "MESH" else list(asset.animated)
+    for t in range(asset.frame_count):
+        for name in names:
+            _blender_frame(obj.data, path, asset, name, t)
+            if (path, name, t) not in _frames:  # the budget is spent: later frames convert on their visit
+                return t
+    return asset.frame_count
+
+
 def apply_scene(scene: Any) -> int:
     """Update every handler-driven pla4d object of ``scene`` to its current frame; returns how many changed."""
     count = 0

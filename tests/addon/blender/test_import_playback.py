@@ -74,8 +74,12 @@ def test_converted_frames_cache_full_and_replaced_folder(addon, blob, tmp_path):
     playback = addon.playback
     budget = playback.FRAME_CACHE_BYTES
     playback.FRAME_CACHE_BYTES = 2 * 600 * 4 * (3 + 4 + 3 + 1)  # two frames' attributes of the 600 Gaussians
+    key = str(folder.resolve())
     try:
         (obj,) = addon.importer.import_asset(bpy.context, str(folder), "GAUSSIANS")
+        # the import converted frames ahead until the budget ran out: frame 0 whole, frame 2 not at all
+        kept = {(name, t) for (path, name, t) in playback._frames if path == key}
+        assert {(name, 0) for name in obj.pla4d.animated.split(",")} <= kept and not any(t >= 2 for _n, t in kept)
         for frame in [*range(1, frames + 1), *range(frames, 0, -1)]:
             scene.frame_set(frame)
             _check_frame(obj.data, expected, frame - 1)
@@ -88,6 +92,8 @@ def test_converted_frames_cache_full_and_replaced_folder(addon, blob, tmp_path):
     meta["arrays"]["positions"]["sha256"] = hashlib.sha256((folder / "positions.bin").read_bytes()).hexdigest()
     (folder / "asset.json").write_text(json.dumps(meta))
     (obj,) = addon.importer.import_asset(bpy.context, str(folder), "GAUSSIANS")
+    kept = {(name, t) for (path, name, t) in playback._frames if path == key}
+    assert kept == {(name, t) for name in obj.pla4d.animated.split(",") for t in range(frames)}  # all, at import
     for frame in (2, 1):
         scene.frame_set(frame)
         np.testing.assert_allclose(positions(obj.data), to_blender(moved[frame - 1]), atol=1e-6)
