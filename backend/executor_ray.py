@@ -19,7 +19,8 @@ were taken) and goes on.
 Results: on the worker's ``done`` the thread copies every file of its manifest into ``DATA/jobs/ID/result`` (from
 ``--shared-dir``, or read from the host in chunks), checks each file's size and sha256, and only then passes the
 ``done`` on, so ``fetch`` is unchanged. A node lost mid-job ends the run as retryable: the scheduler queues the job
-again (up to ``--max-attempts`` runs) and, with ``--shared-dir``, the next run resumes from the stage cache there.
+again (up to ``--max-attempts`` runs) and the next run resumes from its last finished stage: from the stage cache in
+``--shared-dir``, or, without it, from the stages the backend copied back as each one finished.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import queue
 import secrets
 import shutil
 import threading
@@ -41,9 +43,11 @@ import zmq
 from backend.executor import MAX_EVENT_BYTES, Executor, JobSink, _visible_gpus
 from backend.protocol import TERMINAL_EVENTS, Code, pack, unpack
 from backend.ray_host import NodeHost
-from backend.ray_job import CANCEL_KILL_S, MAX_CHUNK
+from backend.ray_job import CANCEL_KILL_S, MAX_CHUNK, safe_relative
+from backend.worker import RESULT_DIR
 
 STATE_FILE = "ray.json"  # in the job folder: the run's placement group, host, attempt and the events taken
+STAGES_DIR = "stages"  # in the job folder, without shared storage: the stages a lost run had finished
 HOSTS_NAMESPACE = "pla4d-hosts"  # one host per node, shared by every backend on the cluster (it hands out GPUs)
 CAPACITY_TTL_S = 2.0
 POLL_S = 1.0  # longest wait of one events poll (a stopping server waits for it)
@@ -65,6 +69,8 @@ class _Run:
     job_dir: str | None = None  # the shared job folder, or
     files: dict[str, bytes] | None = None  # the job folder's files for a node-local one (until it started)
     pg: Any = None  # its placement group (None when adopted: it has started)
+    copies: queue.Queue | None = None  # stages to copy back (no shared storage): _copier
+    copier: threading.Thread | None = None
     cancel_at: float | None = None
     abandon: bool = False
     thread: threading.Thread | None = None
@@ -231,7 +237,12 @@ class RayExecutor(Executor):
         src = self.jobs_dir / job_id
         wanted = [src / "job.json", *sorted(p for p in (src / "inputs").rglob("*") if p.is_file())]
         if self.shared is None:
-            return None, {p.relative_to(src).as_posix(): p.read_bytes() for p in wanted}
+            files = {p.relative_to(src).as_posix(): p.read_bytes() for p in wanted}
+            # The stages an earlier attempt finished (see _keep_stage): the run's stage cache skips them.
+            stages = [d for d in (src / STAGES_DIR).glob("*") if d.is_dir() and not d.name.endswith(".partial")]
+            for path in sorted(p for stage in stages for p in stage.rglob("*") if p.is_file()):
+                files[f"{RESULT_DIR}/{path.relative_to(src / STAGES_DIR).as_posix()}"] = path.read_bytes()
+            return None, files
         dest = self.shared / "jobs" / job_id
         for path in wanted:
             target = dest / path.relative_to(src)
@@ -345,9 +356,12 @@ class RayExecutor(Executor):
                     continue
                 terminal = False
                 for i, (envelope, raw) in enumerate(batch):
-                    name = unpack(envelope, limit=MAX_EVENT_BYTES).get("event")
+                    event = unpack(envelope, limit=MAX_EVENT_BYTES)
+                    name = event.get("event")
                     if name == "done":
                         envelope = self._collect(run, envelope)
+                    elif name == "stage_finished" and self.shared is None:
+                        self._copier(run).put(str(event.get("stage")))
                     push.send_multipart([b"ev", key, str(first + i).encode(), envelope, *raw])
                     terminal = terminal or name in TERMINAL_EVENTS
                 seen = first + len(batch)
@@ -355,6 +369,7 @@ class RayExecutor(Executor):
                     # The job is over and its result here: the slot is free now, not when its worker has exited.
                     ended = f"the run ended ({name})"
                 if ended is not None:
+                    self._copied(run)
                     self._bring_log(run)
                     self._release(run)
                     push.send_multipart([b"end", key, ended.encode()])
@@ -376,9 +391,31 @@ class RayExecutor(Executor):
                 if isinstance(exc, self.ray.exceptions.RayActorError):
                     self._forget_host((run.node or {}).get("node_id"), run.host)
             self._remove_pg(run.name)
+            self._copied(run)  # what a retry resumes from is in place before the job is queued again
             push.send_multipart([b"lost", key, reason.encode()])
         finally:
+            self._copied(run)
             push.close()
+
+    def _copier(self, run: _Run) -> queue.Queue:
+        """The run's stage copies, one after another in a thread of their own: its events do not wait for them."""
+        if run.copies is None:
+            run.copies = queue.Queue()
+            run.copier = threading.Thread(target=self._copy_stages, args=(run, run.copies), daemon=True)
+            run.copier.start()
+        return run.copies
+
+    def _copy_stages(self, run: _Run, copies: queue.Queue) -> None:
+        while (stage := copies.get()) is not None:
+            self._keep_stage(run, stage)
+
+    def _copied(self, run: _Run) -> None:
+        """Until the run's stage copies asked for so far are done (or failed)."""
+        if run.copies is not None and run.copier is not None:
+            run.copies.put(None)
+            while run.copier.is_alive() and not self.stopping.is_set():
+                run.copier.join(0.1)
+            run.copies = run.copier = None
 
     def _place(self, run: _Run) -> bool:
         """Wait for Ray to grant the job's placement group; its node goes into ``run.node`` (False: stopping)."""
@@ -405,6 +442,7 @@ class RayExecutor(Executor):
         dest = self.jobs_dir / run.job_id / "result"
         partial = dest.with_name("result.partial")
         shutil.rmtree(partial, ignore_errors=True)
+        self._copied(run)  # the stages' copies end before the result is in place, which makes them needless
         try:
             for entry in event.get("manifest") or []:
                 target = partial / entry["name"]
@@ -414,11 +452,33 @@ class RayExecutor(Executor):
                     raise ValueError(f"{entry['name']} arrived with another size or sha256 than the node computed")
             shutil.rmtree(dest, ignore_errors=True)
             partial.replace(dest)
+            shutil.rmtree(self.jobs_dir / run.job_id / STAGES_DIR, ignore_errors=True)  # the result has them all
         except Exception as exc:
             shutil.rmtree(partial, ignore_errors=True)
             message = f"the result could not be brought from {node_label(run.node)}: {type(exc).__name__}: {exc}"
             return pack({"event": "failed", "code": Code.CHECKSUM_MISMATCH, "message": message})
         return envelope
+
+    def _keep_stage(self, run: _Run, stage: str) -> None:
+        """Without shared storage: a stage the run finished is copied into ``DATA/jobs/ID/stages/STAGE`` as it
+        finishes (its folder is whole once the runner has written its marker and said so), so that a retry on another
+        node starts with it in its stage cache. A stage that cannot be brought is redone by a retry."""
+        dest = self.jobs_dir / run.job_id / STAGES_DIR / safe_relative(stage)
+        partial = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            listing = self.ray.get(run.host.files.remote(self.key(run), f"{RESULT_DIR}/{stage}"), timeout=60)
+            for name, size in listing:
+                target = partial / Path(name).relative_to(f"{RESULT_DIR}/{stage}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._copy(run, name, target)
+                if target.stat().st_size != size:
+                    raise ValueError(f"{name} arrived with {target.stat().st_size} bytes of {size}")
+            shutil.rmtree(dest, ignore_errors=True)
+            partial.replace(dest)
+        except Exception:
+            traceback.print_exc()
+            shutil.rmtree(partial, ignore_errors=True)
 
     def _copy(self, run: _Run, name: str, target: Path) -> None:
         if self.shared is not None:
@@ -487,6 +547,8 @@ class RayExecutor(Executor):
     def _end(self, run: _Run, lost: bool, reason: str) -> None:
         if not lost and self.shared is not None:
             shutil.rmtree(self.shared / "jobs" / run.job_id, ignore_errors=True)
+        if not lost:
+            shutil.rmtree(self.jobs_dir / run.job_id / STAGES_DIR, ignore_errors=True)
         self._sink().job_ended(run.job_id, reason, retry=lost)
 
     def _sink(self) -> JobSink:

@@ -204,6 +204,9 @@ class NodeHost:
         if run is not None:
             run.kill()
 
+    def files(self, key: str, folder: str) -> list[tuple[str, int]]:
+        return self._run(key).files(folder)
+
     def read(self, key: str, name: str, offset: int, size: int) -> bytes:
         return self._run(key).read(name, offset, size)
 

@@ -154,6 +154,13 @@ class JobRunner:
             time.sleep(0.05)
         self.kill()
 
+    def files(self, folder: str) -> list[tuple[str, int]]:
+        """The files under a folder of the job folder (a finished stage), as (path in the job folder, size)."""
+        root = self.job_dir / safe_relative(folder)
+        return [
+            (p.relative_to(self.job_dir).as_posix(), p.stat().st_size) for p in sorted(root.rglob("*")) if p.is_file()
+        ]
+
     def read(self, name: str, offset: int, size: int) -> bytes:
         """Bytes of a file in the job folder (the result, the worker's log), for a server without shared storage."""
         with open(self.job_dir / safe_relative(name), "rb") as f:

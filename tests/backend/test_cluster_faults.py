@@ -83,6 +83,37 @@ def test_node_lost_mid_job_resumes_elsewhere(cluster, backend_factory, tmp_path)
         assert f"node {ip} (" in end["message"]
 
 
+def test_node_lost_without_shared_dir_resumes_from_copied_stages(cluster, backend_factory, tmp_path):
+    """Without --shared-dir the backend copies each stage back as it finishes, so the retry on the other node
+    skips the stages the lost node had finished, as with shared storage; the copies go when the job is done."""
+    cluster.head(gpus=0)
+    cluster.node(gpus=1)
+    cluster.node(gpus=1)
+    backend = backend_factory("--rate", "0", "--executor", "ray", "--ray-address", cluster.address, "--max-attempts",
+                              "2", name="ray")  # fmt: skip
+    with Client(backend.endpoint, timeout=60) as client:
+        wait_workers(client, 2)
+        job_id = client.submit("example", long_settings(200))["job_id"]
+        first = until(client, job_id, lambda e: e["event"] == "progress" and e.get("stage") == "static")
+        kept = backend.data_dir / "jobs" / job_id / "stages"
+        deadline = time.monotonic() + 60  # copied beside the events, not before them
+        while not all((kept / stage / "stage.json").is_file() for stage in ("example", "focal")):
+            assert time.monotonic() < deadline, list(kept.glob("*"))
+            time.sleep(0.2)
+        cluster.kill(node_running(cluster, backend.data_dir, job_id))
+        rest = collect(client, [job_id], timeout=300)[job_id]
+        assert rest[-1]["event"] == "done", rest[-1]
+        requeued = [e for e in rest if e["event"] == "queue" and "reason" in e]
+        assert requeued and "attempt 2 of 2" in requeued[0]["reason"], requeued
+        print("stage events and seconds:", stage_times(first + rest))
+        after = stage_times(rest[rest.index(requeued[0]) :])
+        assert ("stage_skipped", "example", None) in after and ("stage_skipped", "focal", None) in after
+        assert ("stage_started", "static", None) in after
+        assert client.status(job_id)["attempts"] == 2
+        fetched(client, job_id, tmp_path / "got")
+        assert not kept.exists()
+
+
 def test_join_cancel_and_backend_restart(cluster, backend_factory, tmp_path):
     """A node that joins later takes a queued job; a cancel stops a remote job within 2 s; a late subscriber gets
     the events from then on; a backend killed -9 and started again adopts its running job and loses no result."""
