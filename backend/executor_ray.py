@@ -50,6 +50,7 @@ STATE_FILE = "ray.json"  # in the job folder: the run's placement group, host, a
 STAGES_DIR = "stages"  # in the job folder, without shared storage: the stages a lost run had finished
 HOSTS_NAMESPACE = "pla4d-hosts"  # one host per node, shared by every backend on the cluster (it hands out GPUs)
 CAPACITY_TTL_S = 2.0
+RELEASE_WAIT_S = 2.0  # longest wait for Ray to count a finished job's resource free again
 POLL_S = 1.0  # longest wait of one events poll (a stopping server waits for it)
 UNAVAILABLE_S = 20.0  # a host Ray cannot reach this long is given up as lost (Ray's node check is ~15 s)
 KILL_AFTER_CANCEL_S = CANCEL_KILL_S + 1.0  # a run that has not ended by then: its host kills its worker ...
@@ -504,7 +505,21 @@ class RayExecutor(Executor):
             self.ray.get(run.host.close.remote(self.key(run)), timeout=10)
         except Exception:  # the host went meanwhile: so did the run
             pass
+        try:
+            before = self.ray.available_resources().get(self.resource, 0.0)
+        except Exception:
+            before = None
         self._remove_pg(run.name)
+        # The slot frees once Ray counts the resource free again (~0.1 s): a group asked for before that waits for
+        # Ray's next try (~1 s), which the next job's dispatch would pay.
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while before is not None and time.monotonic() < deadline:
+            try:
+                if self.ray.available_resources().get(self.resource, 0.0) >= before + self.per_job - 1e-9:
+                    break
+            except Exception:
+                break
+            time.sleep(0.02)
 
     # ------------------------------------------------------------------ the server's loop
     def pump(self) -> None:
