@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,6 +153,7 @@ def main() -> int:
                      "jobs": args.jobs}  # fmt: skip
     cluster = RayCluster(env)
     backends: list[Backend] = []
+    keep = False
 
     def backend(name: str, *extra: str) -> Backend:
         (tmp / name).mkdir()
@@ -193,11 +195,20 @@ def main() -> int:
             results["two_nodes_s"] = round(time.monotonic() - t0, 2)
         results["throughput_ratio"] = round(results["one_node_s"] / results["two_nodes_s"], 2)
         return report(results, args.out)
+    except BaseException:
+        # Ray's driver exits the process 60 s after its cluster is gone, before Python would print the error.
+        traceback.print_exc()
+        print(f"cluster_bench: backend logs kept in {tmp}", file=sys.stderr, flush=True)
+        keep = True
+        raise
     finally:
+        if ray.is_initialized():
+            ray.shutdown()
         for b in backends:
             b.stop()
         cluster.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(results: dict, out: str) -> int:
