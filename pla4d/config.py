@@ -153,6 +153,12 @@ class MotionConfig:
     part_clustering: str = "kmeans"  # "graph": geodesic over the Gaussians' k-NN graph (pla4d/deform/graph_parts.py)
     lr_parts: float = 5e-3
     parts_first: float = 0.25
+    # Point tracks (pla4d/losses/tracks.py, issue 21): the Gaussians seen in the input view at frame 0 follow the
+    # input video's optical flow chained from frame 0 (``track_method``: scikit-image "ilk" or "tvl1", at
+    # ``track_size`` pixels), weighted ``track_weight`` (robust distance in image widths). 0: off.
+    track_weight: float = 0.0
+    track_size: int = 128
+    track_method: str = "tvl1"
     # Joint fine-tune of the canonical Gaussians (off: the paper trains only the field).
     train_canonical: bool = False
     canonical_lr_scale: float = 0.1  # times the static stage's learning rates

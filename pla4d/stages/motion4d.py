@@ -39,6 +39,7 @@ from pla4d.deform.hexplane import DeformationField
 from pla4d.deform.mirror import MirrorPlane, find_mirror_plane
 from pla4d.errors import Cancelled
 from pla4d.gaussians.model import GaussianModel
+from pla4d.losses.tracks import TrackLoss
 from pla4d.render.gaussians import GaussianRender
 from pla4d.stages.motion_losses import (
     DeformedBatch,
@@ -249,6 +250,12 @@ def train_motion(
     if guidance is not None and cfg.guidance_weight > 0 and cfg.guidance_views > 0:
         refinement = ReferenceRefinement(guidance, pool, reference, cfg, device)
     rigidity = LocalRigidity.wanted(model, cfg)
+    # The tracks reach across swings the photometric terms cannot, but drift where the flow is wrong: their
+    # weight falls linearly to 0, so the photometric terms have the last word.
+    tracks = None
+    if cfg.track_weight > 0:
+        tracks = TrackLoss.from_video(frames_rgba, model.means, model.opacities, reference.render, front,
+                                      cfg.track_size, cfg.track_weight, cfg.track_method).to(device)  # fmt: skip
     mirror_plane = _apply_mirror_prior(model, front, field_, cfg)
     # Holding a frame's motion for the next also holds its depth along the input rays, which the video cannot
     # correct; with nothing setting that depth it accumulates frame after frame (khr_cesiumman: 22.10 dB without
@@ -287,6 +294,10 @@ def train_motion(
             record.update(figures)
         if rigidity is not None:
             term, figures = rigidity.loss(deformed, batch)
+            loss = loss + term
+            record.update(figures)
+        if tracks is not None:
+            term, figures = tracks.loss(deformed.means[: batch.n_front], batch.frames, 1.0 - it / total)
             loss = loss + term
             record.update(figures)
         reg = plane_regularisers(field_, cfg)
