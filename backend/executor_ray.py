@@ -16,16 +16,18 @@ cluster's own ports; and since the host keeps what the server has not taken, a b
 again finds the run there (``ray.json`` in the job folder names the host, the placement group and how many events
 were taken) and goes on.
 
-Results: on the worker's ``done`` the thread copies every file of its manifest into ``DATA/jobs/ID/result`` (from
-``--shared-dir``, or read from the host in chunks), checks each file's size and sha256, and only then passes the
-``done`` on, so ``fetch`` is unchanged. A node lost mid-job ends the run as retryable: the scheduler queues the job
-again (up to ``--max-attempts`` runs) and the next run resumes from its last finished stage: from the stage cache in
-``--shared-dir``, or, without it, from the stages the backend copied back as each one finished.
+Results (:mod:`backend.ray_files`): on the worker's ``done`` the thread copies every file of its manifest into
+``DATA/jobs/ID/result`` (from ``--shared-dir``, or read from the host in chunks), checks each file's size and sha256,
+and only then passes the ``done`` on, so ``fetch`` is unchanged. A node lost mid-job ends the run as retryable: the
+scheduler queues the job again (up to ``--max-attempts`` runs) and the next run resumes from its last finished stage:
+from the stage cache in ``--shared-dir``, or, without it, from the stages the backend copied back as each one finished.
+
+Placement groups that no run of this backend owns (:mod:`backend.ray_cleanup`) are removed when it starts and every
+minute while it runs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import queue
@@ -41,15 +43,15 @@ from typing import Any
 import zmq
 
 from backend.executor import MAX_EVENT_BYTES, Executor, JobSink, _visible_gpus
-from backend.protocol import TERMINAL_EVENTS, Code, pack, unpack
+from backend.protocol import TERMINAL_EVENTS, unpack
+from backend.ray_cleanup import HOSTS_NAMESPACE, backend_id, group_name, release
+from backend.ray_files import STAGES_DIR, RunFiles, node_label
 from backend.ray_host import NodeHost
-from backend.ray_job import CANCEL_KILL_S, MAX_CHUNK, safe_relative
-from backend.worker import RESULT_DIR
+from backend.ray_job import CANCEL_KILL_S
 
 STATE_FILE = "ray.json"  # in the job folder: the run's placement group, host, attempt and the events taken
-STAGES_DIR = "stages"  # in the job folder, without shared storage: the stages a lost run had finished
-HOSTS_NAMESPACE = "pla4d-hosts"  # one host per node, shared by every backend on the cluster (it hands out GPUs)
 CAPACITY_TTL_S = 2.0
+SWEEP_S = 60.0  # how often the backend's placement groups that no run owns are removed (backend/ray_cleanup.py)
 RELEASE_WAIT_S = 2.0  # longest wait for Ray to count a finished job's resource free again
 POLL_S = 1.0  # longest wait of one events poll (a stopping server waits for it)
 UNAVAILABLE_S = 20.0  # a host Ray cannot reach this long is given up as lost (Ray's node check is ~15 s)
@@ -77,22 +79,6 @@ class _Run:
     thread: threading.Thread | None = None
 
 
-def node_label(node: dict[str, Any] | None) -> str:
-    if not node:
-        return "a node not yet known"
-    if not node.get("ip"):  # placed, not yet started there
-        return f"node id {str(node.get('node_id'))[:8]}"
-    return f"node {node.get('ip')} ({node.get('host')}, id {str(node.get('node_id'))[:8]})"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class RayExecutor(Executor):
     """Slots on a Ray cluster. ``address``: ``auto``, ``HOST:PORT``, ``ray://HOST:PORT``, or None to start a Ray
     of this machine alone. ``resource``: what one job asks for, ``per_job`` of it (``GPU``: ``num_gpus``);
@@ -118,8 +104,8 @@ class RayExecutor(Executor):
         self.shared = Path(shared_dir).resolve() if shared_dir else None
         if self.shared is not None:
             (self.shared / "jobs").mkdir(parents=True, exist_ok=True)
-        # One namespace per data dir: two backends on one cluster never adopt each other's actors.
-        namespace = "pla4d-" + hashlib.sha256(str(self.jobs_dir.resolve()).encode()).hexdigest()[:12]
+        # One namespace per data dir, the backend's id: two backends on one cluster never adopt each other's runs.
+        namespace = backend_id(self.jobs_dir)
         options: dict[str, Any] = {"namespace": namespace, "log_to_driver": False, "ignore_reinit_error": True}
         if address:
             ray.init(address=address, **options)
@@ -151,8 +137,10 @@ class RayExecutor(Executor):
         self.runs: dict[int, _Run] = {}  # slot -> the run there
         self.sink: JobSink | None = None
         self.stopping = threading.Event()
+        self.files = RunFiles(ray, self.jobs_dir, self.shared, self.key, self.stopping)
         self._capacity = 0
         self._capacity_at = float("-inf")
+        self._swept_at = time.monotonic()
 
     # ------------------------------------------------------------------ slots
     @property
@@ -232,31 +220,10 @@ class RayExecutor(Executor):
         path.with_suffix(".tmp").write_text(json.dumps(state))
         path.with_suffix(".tmp").replace(path)
 
-    def _job_files(self, job_id: str) -> tuple[str | None, dict[str, bytes] | None]:
-        """The job folder the run uses: the shared copy (made once, so a retry finds its stage cache), or the bytes
-        of ``job.json`` and ``inputs/`` for a node-local one."""
-        src = self.jobs_dir / job_id
-        wanted = [src / "job.json", *sorted(p for p in (src / "inputs").rglob("*") if p.is_file())]
-        if self.shared is None:
-            files = {p.relative_to(src).as_posix(): p.read_bytes() for p in wanted}
-            # The stages an earlier attempt finished (see _keep_stage): the run's stage cache skips them.
-            stages = [d for d in (src / STAGES_DIR).glob("*") if d.is_dir() and not d.name.endswith(".partial")]
-            for path in sorted(p for stage in stages for p in stage.rglob("*") if p.is_file()):
-                files[f"{RESULT_DIR}/{path.relative_to(src / STAGES_DIR).as_posix()}"] = path.read_bytes()
-            return None, files
-        dest = self.shared / "jobs" / job_id
-        for path in wanted:
-            target = dest / path.relative_to(src)
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target.with_name(target.name + ".partial"))
-                target.with_name(target.name + ".partial").replace(target)
-        return str(dest), None
-
     def start(self, slot: int, job_id: str) -> None:
         attempt = int(self._state(job_id).get("attempt", 0)) + 1
-        name = f"job-{job_id}-{attempt}"
-        job_dir, files = self._job_files(job_id)
+        name = group_name(self.namespace, job_id, attempt)
+        job_dir, files = self.files.job_files(job_id)
         bundle = {self.resource: self.per_job}
         if self.memory_mb:
             bundle["memory"] = float(self.memory_mb << 20)
@@ -304,7 +271,18 @@ class RayExecutor(Executor):
             run.slot = next(s for s in range(len(self.runs) + 1) if s not in self.runs)
             self._follow(run)
             adopted.add(job_id)
+        self._sweep(hosts=True)
         return adopted
+
+    def _sweep(self, hosts: bool) -> None:
+        """Remove this backend's placement groups (and, with ``hosts``, its runs on the node hosts) that none of its
+        runs owns: left by a backend killed between making a job's group and recording it, or by a failed removal."""
+        self._swept_at = time.monotonic()
+        try:
+            for line in release(self.ray, self.namespace, {run.name for run in self.runs.values()}, hosts=hosts):
+                print(f"pla4d-backend: freed {line}, which no job of this backend owns", flush=True)
+        except Exception:  # the cluster is unreachable for now: the next sweep tries again
+            traceback.print_exc()
 
     def _remove_pg(self, name: str) -> None:
         """Give the job's resource back to the cluster (and stop Ray from placing it again after a lost node)."""
@@ -360,9 +338,9 @@ class RayExecutor(Executor):
                     event = unpack(envelope, limit=MAX_EVENT_BYTES)
                     name = event.get("event")
                     if name == "done":
-                        envelope = self._collect(run, envelope)
+                        envelope = self.files.collect(run, envelope)
                     elif name == "stage_finished" and self.shared is None:
-                        self._copier(run).put(str(event.get("stage")))
+                        self.files.stage_finished(run, str(event.get("stage")))
                     push.send_multipart([b"ev", key, str(first + i).encode(), envelope, *raw])
                     terminal = terminal or name in TERMINAL_EVENTS
                 seen = first + len(batch)
@@ -370,8 +348,8 @@ class RayExecutor(Executor):
                     # The job is over and its result here: the slot is free now, not when its worker has exited.
                     ended = f"the run ended ({name})"
                 if ended is not None:
-                    self._copied(run)
-                    self._bring_log(run)
+                    self.files.copied(run)
+                    self.files.bring_log(run)
                     self._release(run)
                     push.send_multipart([b"end", key, ended.encode()])
                     return
@@ -392,31 +370,11 @@ class RayExecutor(Executor):
                 if isinstance(exc, self.ray.exceptions.RayActorError):
                     self._forget_host((run.node or {}).get("node_id"), run.host)
             self._remove_pg(run.name)
-            self._copied(run)  # what a retry resumes from is in place before the job is queued again
+            self.files.copied(run)  # what a retry resumes from is in place before the job is queued again
             push.send_multipart([b"lost", key, reason.encode()])
         finally:
-            self._copied(run)
+            self.files.copied(run)
             push.close()
-
-    def _copier(self, run: _Run) -> queue.Queue:
-        """The run's stage copies, one after another in a thread of their own: its events do not wait for them."""
-        if run.copies is None:
-            run.copies = queue.Queue()
-            run.copier = threading.Thread(target=self._copy_stages, args=(run, run.copies), daemon=True)
-            run.copier.start()
-        return run.copies
-
-    def _copy_stages(self, run: _Run, copies: queue.Queue) -> None:
-        while (stage := copies.get()) is not None:
-            self._keep_stage(run, stage)
-
-    def _copied(self, run: _Run) -> None:
-        """Until the run's stage copies asked for so far are done (or failed)."""
-        if run.copies is not None and run.copier is not None:
-            run.copies.put(None)
-            while run.copier.is_alive() and not self.stopping.is_set():
-                run.copier.join(0.1)
-            run.copies = run.copier = None
 
     def _place(self, run: _Run) -> bool:
         """Wait for Ray to grant the job's placement group; its node goes into ``run.node`` (False: stopping)."""
@@ -435,70 +393,6 @@ class RayExecutor(Executor):
             except self.ray.exceptions.GetTimeoutError:
                 continue
         return None
-
-    def _collect(self, run: _Run, envelope: bytes) -> bytes:
-        """Bring the finished run's files into ``DATA/jobs/ID/result``, each checked by size and sha256; the ``done``
-        passes on when all arrived, else a ``failed`` event says which file did not."""
-        event = unpack(envelope, limit=MAX_EVENT_BYTES)
-        dest = self.jobs_dir / run.job_id / "result"
-        partial = dest.with_name("result.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        self._copied(run)  # the stages' copies end before the result is in place, which makes them needless
-        try:
-            for entry in event.get("manifest") or []:
-                target = partial / entry["name"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._copy(run, f"result/{entry['name']}", target)
-                if target.stat().st_size != entry["size"] or sha256_file(target) != entry["sha256"]:
-                    raise ValueError(f"{entry['name']} arrived with another size or sha256 than the node computed")
-            shutil.rmtree(dest, ignore_errors=True)
-            partial.replace(dest)
-            shutil.rmtree(self.jobs_dir / run.job_id / STAGES_DIR, ignore_errors=True)  # the result has them all
-        except Exception as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            message = f"the result could not be brought from {node_label(run.node)}: {type(exc).__name__}: {exc}"
-            return pack({"event": "failed", "code": Code.CHECKSUM_MISMATCH, "message": message})
-        return envelope
-
-    def _keep_stage(self, run: _Run, stage: str) -> None:
-        """Without shared storage: a stage the run finished is copied into ``DATA/jobs/ID/stages/STAGE`` as it
-        finishes (its folder is whole once the runner has written its marker and said so), so that a retry on another
-        node starts with it in its stage cache. A stage that cannot be brought is redone by a retry."""
-        dest = self.jobs_dir / run.job_id / STAGES_DIR / safe_relative(stage)
-        partial = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            listing = self.ray.get(run.host.files.remote(self.key(run), f"{RESULT_DIR}/{stage}"), timeout=60)
-            for name, size in listing:
-                target = partial / Path(name).relative_to(f"{RESULT_DIR}/{stage}")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._copy(run, name, target)
-                if target.stat().st_size != size:
-                    raise ValueError(f"{name} arrived with {target.stat().st_size} bytes of {size}")
-            shutil.rmtree(dest, ignore_errors=True)
-            partial.replace(dest)
-        except Exception:
-            traceback.print_exc()
-            shutil.rmtree(partial, ignore_errors=True)
-
-    def _copy(self, run: _Run, name: str, target: Path) -> None:
-        if self.shared is not None:
-            shutil.copyfile(self.shared / "jobs" / run.job_id / name, target)
-            return
-        with open(target, "wb") as out:
-            offset = 0
-            while True:
-                chunk = self.ray.get(run.host.read.remote(self.key(run), name, offset, MAX_CHUNK))
-                if not chunk:
-                    return
-                out.write(chunk)
-                offset += len(chunk)
-
-    def _bring_log(self, run: _Run) -> None:
-        try:
-            self._copy(run, "worker.log", self.jobs_dir / run.job_id / "worker.log")
-        except Exception:  # the log is for people; a run without one still ends
-            pass
 
     def _release(self, run: _Run) -> None:
         try:
@@ -551,6 +445,8 @@ class RayExecutor(Executor):
         for run in dirty.values():
             self._save(run)
         now = time.monotonic()
+        if now - self._swept_at > SWEEP_S:
+            self._sweep(hosts=False)
         for run in self.runs.values():
             if run.cancel_at is None or run.host is None:
                 continue

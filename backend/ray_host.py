@@ -185,6 +185,12 @@ class NodeHost:
         with self.lock:
             return key in self.runs
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys of the runs of one backend (``prefix``: its namespace and a slash), finished ones too, until the
+        backend closes them (:func:`backend.ray_cleanup.release` closes those it no longer owns)."""
+        with self.lock:
+            return [key for key in self.runs if key.startswith(prefix)]
+
     def _run(self, key: str) -> JobRunner:
         with self.lock:
             run = self.runs.get(key)

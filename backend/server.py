@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pla4d-backend",
         description="pla4d ZeroMQ job server (see docs/protocol.md)",
         epilog="subcommand: `pla4d-backend keygen [--out DIR] [--name NAME]` writes a CurveZMQ key pair, NAME.key "
-        "(public, for clients) and NAME.key_secret (for --curve-key)",
+        "(public, for clients) and NAME.key_secret (for --curve-key); `pla4d-backend ray-release --help`: free what a "
+        "backend that will not come back holds on a Ray cluster",
     )
     p.add_argument("--bind", default=DEFAULT_BIND, help=f"ZeroMQ endpoint (default {DEFAULT_BIND})")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
@@ -266,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["keygen"]:
         return _keygen_main(argv[1:])
+    if argv[:1] == ["ray-release"]:  # docs/cluster.md: a backend that never comes back
+        from backend.ray_cleanup import release_main
+
+        return release_main(argv[1:], DEFAULT_DATA_DIR)
     args = build_parser().parse_args(argv)
     os.umask(0o077)  # the data dir's files (and the workers') are the user's only
     try:
