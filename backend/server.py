@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         metavar="N",
-        help="runs of a job across backend restarts before it fails as INTERRUPTED (default 2)",
+        help="runs of a job before it fails: a backend restart costs one (then INTERRUPTED), and with --executor ray "
+        "a lost node too (then WORKER_CRASHED) (default 2)",
     )
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without authentication")
     add_cluster_options(p)
