@@ -211,6 +211,10 @@ def frame_values(obj: Any, name: str, t: int) -> np.ndarray:
         data = obj.data
         baked = f"pla4d_{target}_{t}"
         return read_attribute(data, baked if data.attributes.get(baked) else target, key, width)
+    if obj.get(RIG_MARK) is not None:  # rig hook (issue 23): rigged splats export what their armature poses
+        from .rig_playback import posed_values
+
+        return posed_values(obj, name, t)
     asset = get_asset(props.asset_path)
     if props.kind == "MESH":
         return asset_io.positions_to_blender(asset.mesh.positions[t])
