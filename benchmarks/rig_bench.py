@@ -12,9 +12,11 @@
 - ``--blender``: Blender playback of rigged splats (bpy 5.0.1 from ``.venv-bpy``): a synthetic rigged asset
   (``pla4d.rig.synthetic``: ``--gaussians`` splats on 24 bones, 32 frames) imported with the add-on's rig
   import; the import time, the frame change (``scene.frame_set`` as a whole: the Action, the skinning handler,
-  the splat instancing), the handler's part (blender_addon/rig_playback.py: pose matrices, the product,
-  rotations, ``foreach_set``), ``frame_set`` without the handler's work and without the splat instancing (what
-  dominates), then the cache path (the same asset imported as Gaussians) in the same process. Wall and CPU
+  the splat instancing) with every frame skinned and then with the skinned frames kept (the timeline played
+  again, the pose unchanged), the handler's part in both cases (blender_addon/rig_playback.py: pose matrices, the
+  product, rotations, ``foreach_set``; or the kept frame's ``foreach_set``), ``frame_set`` without the handler's
+  work and without the splat instancing (what dominates), then the cache path (the same asset imported as
+  Gaussians) in the same process. Wall and CPU
   milliseconds (CPU: every thread of the process; less inflated than wall time on a shared machine).
 
 Usage: ``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/rig_bench.py out/bench4d/*/run --bones 8,16,24,32``
@@ -204,15 +206,29 @@ def blender_inner(asset: Path) -> dict[str, Any]:
             cpu.append(time.process_time() - c0)
         return round(statistics.median(times) * 1e3, 2), round(statistics.median(cpu) * 1e3, 2)
 
+    # Every frame skinned (nothing kept), then the timeline played again with every frame kept (the pose unchanged).
+    keep = rig_playback.RIG_CACHE_BYTES
+    rig_playback.RIG_CACHE_BYTES = 0
+    rig_playback.forget(splats)
     whole, whole_cpu = frame_set_ms()
+    rig_playback.RIG_CACHE_BYTES = keep
+    for f in frames:
+        scene.frame_set(f)
+    kept, kept_cpu = frame_set_ms()
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    handler, handler_cpu = [], []
+    skin = rig_playback._skins[splats.session_uid]
+    handler, handler_cpu, handler_kept, handler_kept_cpu = [], [], [], []
     for f in frames * 2:
         scene.frame_set(f)
         t0, c0 = time.perf_counter(), time.process_time()
         rig_playback.skin_object(splats, depsgraph, force=True)  # the handler's work at this frame's pose
         handler.append(time.perf_counter() - t0)
         handler_cpu.append(time.process_time() - c0)
+        skin.last = None  # as at a frame change: the kept frame is written
+        t0, c0 = time.perf_counter(), time.process_time()
+        rig_playback.skin_object(splats, depsgraph, frame=f)
+        handler_kept.append(time.perf_counter() - t0)
+        handler_kept_cpu.append(time.process_time() - c0)
     post = bpy.app.handlers.frame_change_post
     post.remove(rig_playback._on_frame_change_post)
     no_handler, _ = frame_set_ms()  # Blender's own evaluation: the Action, the armature, the splat nodes
@@ -232,9 +248,11 @@ def blender_inner(asset: Path) -> dict[str, Any]:
 
     return {"bench": "rig_blender", "blender": bpy.app.version_string, "gaussians": count, "bones": bones,
             "frames": len(frames), "import_s": round(import_s, 3),
-            "frame_set_ms": whole, "frame_set_cpu_ms": whole_cpu, "handler_ms": ms(handler),
+            "frame_set_ms": whole, "frame_set_cpu_ms": whole_cpu, "frame_set_kept_ms": kept,
+            "frame_set_kept_cpu_ms": kept_cpu, "handler_ms": ms(handler),
             "handler_p95_ms": round(sorted(handler)[int(0.95 * len(handler))] * 1e3, 2),
-            "handler_cpu_ms": ms(handler_cpu), "frame_set_no_handler_ms": no_handler,
+            "handler_cpu_ms": ms(handler_cpu), "handler_kept_ms": ms(handler_kept),
+            "handler_kept_cpu_ms": ms(handler_kept_cpu), "frame_set_no_handler_ms": no_handler,
             "frame_set_no_instancing_ms": no_instancing, "cache_path_frame_set_ms": cache,
             "cache_path_frame_set_cpu_ms": cache_cpu,
             "cores": os.cpu_count(), "load_1min": round(_load(), 2),

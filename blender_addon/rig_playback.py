@@ -1,20 +1,24 @@
 """Playback of rigged splats (issue 23): linear blend skinning of the splats' centres and rotations with numpy,
 in the add-on's handlers, from the armature's evaluated pose.
 
-Why not Blender's Armature modifier: a splat's rotation needs its blended bone matrix, which the modifier only gives
-for points (three skinned vertices per splat, turned into a rotation by nodes): ~210 ms for the modifier on 300k
-vertices and ~220 ms for the nodes at 100k splats. Here the splats are one point each (a PointCloud, like the
-cache import), and a frame is one (12 x K) @ (K x N) product of the bones' skinning matrices with the splats'
-dense weights, a few passes over N floats for the centres and the Gram-Schmidt rotation, and two ``foreach_set``.
+Why not Blender's Armature modifier: a splat's rotation needs its blended bone transform, which the modifier only
+gives for points (three skinned vertices per splat, turned into a rotation by nodes): ~210 ms for the modifier on
+300k vertices and ~220 ms for the nodes at 100k splats. Here the splats are one point each (a PointCloud, like the
+cache import), and a frame is one (16 x K) @ (K x N) product of the bones' skinning matrices and quaternions with
+the splats' dense weights, a few passes over N floats for the centres and the blended quaternion times the rest
+one, and two ``foreach_set``.
 
-- ``frame_change_post``: after the depsgraph evaluated the armature at the new frame, every rigged splat object is
-  skinned and written; Blender evaluates again what a ``frame_change_post`` handler tagged, within the same
-  ``frame_set``, so renders and the viewport see this frame's splats.
+- ``frame_change_post``: after the depsgraph evaluated the armature at the new frame, every rigged splat object
+  (a per-scene registry, not a walk over every object) is skinned and written; Blender evaluates again what a
+  ``frame_change_post`` handler tagged, within the same ``frame_set``, so renders and the viewport see this
+  frame's splats. Each frame's skinned splats are kept (:data:`RIG_CACHE_BYTES`) with the pose they were skinned
+  with, so a timeline played again only writes them, as the cache path does; a changed pose skins again.
 - ``depsgraph_update_post``: when an armature that drives splats was updated (a bone posed or re-keyed by hand),
   its splats are skinned again. A pose identical to the last one written is skipped, so the handler's own writes
   do not loop.
-- Bake (:func:`bake_rig`, called by ``playback.bake``): every frame's skinned centres and rotations become the
-  per-frame attributes the ``pla4d Frames`` nodes pick, so the file plays without the add-on.
+- Bake (:func:`bake_rig`, called by ``playback.bake``) and the exporters (:func:`posed_values`, through
+  ``playback.frame_values``): every frame as the armature poses it, so an edited Action is what is baked or
+  written.
 
 The splats keep their rig in the .blend: rest centres and rotations (``pla4d_rig_rest_*``), bone indices and
 weights (``pla4d_rig_jointK`` / ``pla4d_rig_weightK``, a pair per weight slot) as point attributes, the bone names
@@ -31,7 +35,7 @@ import numpy as np
 from bpy.app.handlers import persistent
 
 from . import playback
-from .attributes import ATTR_ROTATION, read_attribute, set_attribute
+from .attributes import ATTR_ROTATION, BLENDER_ATTR, read_attribute, set_attribute
 
 RIG_MARK = playback.RIG_MARK  # object custom property: the armature object that drives these splats
 RIG_BONES = "pla4d_rig_bones"  # object custom property: the bone names, in the order of the joint indices
@@ -39,7 +43,6 @@ ATTR_REST_POSITION = "pla4d_rig_rest_position"
 ATTR_REST_ROTATION = "pla4d_rig_rest_rotation"
 # Splats per chunk: the ~40 float32 temporaries of a chunk stay in the cache (half the time of whole 100k arrays).
 CHUNK = 16384
-_MIN_W = 0.25  # below this |w| of the blended rotation's quaternion, its exact (Shepperd) branch is taken
 
 
 def attr_joint(k: int) -> str:
@@ -71,15 +74,18 @@ def bind_splats(obj: Any, armature: Any, names: list[str], joints: np.ndarray, w
 
 
 class _Chunk:
-    """A run of splats skinned at once: its arrays (bone-major, (K, n) weights, (3, n) / (4, n) rest) and the rows of
+    """A run of splats skinned at once: its arrays (bone-major (K, n) weights, (3, n) / (4, n) rest) and the rows of
     the object's output buffers it writes."""
 
-    def __init__(self, weights: np.ndarray, rest: np.ndarray, rest_rot: np.ndarray, positions: np.ndarray,
-                 rotations: np.ndarray) -> None:  # fmt: skip
+    def __init__(self, weights: np.ndarray, joints: np.ndarray, slot_weights: np.ndarray, rest: np.ndarray,
+                 rest_rot: np.ndarray, positions: np.ndarray, rotations: np.ndarray) -> None:  # fmt: skip
         self.weights = np.ascontiguousarray(weights)
+        self.joints = np.ascontiguousarray(joints)  # (I, n): the slots' bones (slot 0: the splat's first bone)
+        self.slot_weights = np.ascontiguousarray(slot_weights)  # (I, n)
         self.rest = np.ascontiguousarray(rest.T)
         self.rest_rot = np.ascontiguousarray(rest_rot.T)
-        self.blend = np.empty((12, weights.shape[1]), np.float32)
+        self.blend = np.empty((16, weights.shape[1]), np.float32)
+        self.scratch = np.empty((2, weights.shape[1]), np.float32)
         self.positions, self.rotations = positions, rotations
 
 
@@ -102,35 +108,62 @@ class _Skin:
         self.rest_inv = np.linalg.inv(local.reshape(-1, 4, 4).transpose(0, 2, 1).astype(np.float64))[self.index]
         self.bone_count = len(bones)
         k = len(names)
-        weights = np.zeros((k, n), np.float32)  # dense: the product below beats a per-influence gather
+        weights = np.zeros((k, n), np.float32)  # dense: one BLAS product beats per-influence gathers (3x here)
         points = np.arange(n)
-        i = 0
-        while (attr := data.attributes.get(attr_joint(i))) is not None:
+        joints, slot_weights = [], []
+        while (attr := data.attributes.get(attr_joint(len(joints)))) is not None:
             j = np.empty(n, np.int32)
             attr.data.foreach_get("value", j)
-            w = read_attribute(data, attr_weight(i), "value", 1)
+            w = read_attribute(data, attr_weight(len(joints)), "value", 1)
             np.add.at(weights, (j, points), w)
-            i += 1
+            joints.append(j)
+            slot_weights.append(w)
+        joints_a, slot_w = np.array(joints, np.int32), np.array(slot_weights, np.float32)
+        # The bone pairs (first bone, other bone) that some splat blends: their quaternions' hemispheres are checked
+        # each frame (the dense product adds the bones' quaternions as they come).
+        pairs = joints_a[0][None] * k + np.where(slot_w[1:] > 0, joints_a[1:], joints_a[0][None])
+        self.pairs = np.unique(pairs)
         rest = read_attribute(data, ATTR_REST_POSITION, "vector", 3)
         rest_rot = read_attribute(data, ATTR_REST_ROTATION, "value", 4)
         self.positions = np.empty((n, 3), np.float32)
         self.rotations = np.empty((n, 4), np.float32)
-        self.chunks = [_Chunk(weights[:, lo : lo + CHUNK], rest[lo : lo + CHUNK], rest_rot[lo : lo + CHUNK],
-                              self.positions[lo : lo + CHUNK], self.rotations[lo : lo + CHUNK])
+        self.chunks = [_Chunk(weights[:, lo : lo + CHUNK], joints_a[:, lo : lo + CHUNK], slot_w[:, lo : lo + CHUNK],
+                              rest[lo : lo + CHUNK], rest_rot[lo : lo + CHUNK], self.positions[lo : lo + CHUNK],
+                              self.rotations[lo : lo + CHUNK])
                        for lo in range(0, n, CHUNK)]  # fmt: skip
         self.pose = np.empty(self.bone_count * 16, np.float32)
         self.last: bytes | None = None
+        self.written = (self.positions, self.rotations)  # the centres and rotations written last
 
 
 _skins: dict[int, _Skin] = {}  # object session_uid -> its rig as arrays
+# Skinned frames kept for playback, as the cache path keeps converted frames: (object session_uid, scene frame) ->
+# (the pose's key, centres, rotations). A frame is used only while its pose is the one it was skinned with, so
+# re-keying or posing a bone is seen at once (that frame is skinned again, in place). New frames stop being kept
+# once RIG_CACHE_BYTES are held, all objects together.
+RIG_CACHE_BYTES = 512 * 2**20
+_frames: dict[tuple[int, int], tuple[bytes, np.ndarray, np.ndarray]] = {}
+_frames_bytes = 0
+# Per scene (session_uid): its object count and the names of its rigged splat objects, which the handlers visit
+# instead of every object of the scene; scanned again when the count changed or a name no longer holds one.
+_registry: dict[int, tuple[int, list[str]]] = {}
 
 
 def forget(obj: Any = None) -> None:
-    """Drop the cached rig arrays of ``obj`` (all objects when None): they are read again at the next frame."""
+    """Drop the cached rig arrays and skinned frames of ``obj`` (all objects when None): read again at the next
+    frame."""
+    global _frames_bytes
+    _registry.clear()
     if obj is None:
         _skins.clear()
-    else:
-        _skins.pop(obj.session_uid, None)
+        _frames.clear()
+        _frames_bytes = 0
+        return
+    uid = obj.session_uid
+    _skins.pop(uid, None)
+    for key in [k for k in _frames if k[0] == uid]:
+        _, pos, rot = _frames.pop(key)
+        _frames_bytes -= pos.nbytes + rot.nbytes
 
 
 def _skin_of(obj: Any, armature: Any) -> _Skin:
@@ -141,18 +174,9 @@ def _skin_of(obj: Any, armature: Any) -> _Skin:
     return skin
 
 
-def skin_matrices(skin: _Skin, obj_world: np.ndarray, armature: Any) -> np.ndarray:
-    """(K, 12) float32: each bone's skinning matrix in the splats' object space, columns (x, y, z, translation),
-    as the Armature modifier applies it: object -> armature space, pose @ rest^-1, back."""
-    armature.pose.bones.foreach_get("matrix", skin.pose)
-    pose = skin.pose.reshape(-1, 4, 4).transpose(0, 2, 1).astype(np.float64)[skin.index]
-    to_arm = np.linalg.inv(np.asarray(armature.matrix_world, np.float64)) @ obj_world
-    m = np.linalg.inv(to_arm)[None] @ pose @ skin.rest_inv @ to_arm[None]
-    return np.ascontiguousarray(m[:, :3, :].transpose(0, 2, 1).reshape(-1, 12), dtype=np.float32)
-
-
-def _shepperd(r: np.ndarray) -> np.ndarray:
-    """(M, 4) unit quaternions (w, x, y, z) of rotation matrices (M, 3, 3), the stable branch per row."""
+def _quaternions(r: np.ndarray) -> np.ndarray:
+    """(M, 4) unit quaternions (w, x, y, z), w >= 0, of rotation matrices (M, 3, 3) (Shepperd's stable branch): as
+    pla4d.rig.skinning.matrix_to_quaternion."""
     m00, m11, m22 = r[:, 0, 0], r[:, 1, 1], r[:, 2, 2]
     cand = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
     pick = np.argmax(cand, axis=-1)
@@ -162,17 +186,39 @@ def _shepperd(r: np.ndarray) -> np.ndarray:
                np.stack([(a21 - a12) / s, 0.25 * s, (a01 + a10) / s, (a02 + a20) / s], -1),
                np.stack([(a02 - a20) / s, (a01 + a10) / s, 0.25 * s, (a12 + a21) / s], -1),
                np.stack([(a10 - a01) / s, (a02 + a20) / s, (a12 + a21) / s, 0.25 * s], -1)]  # fmt: skip
-    return np.choose(pick[:, None], options)
+    q = np.choose(pick[:, None], options)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return np.where(q[:, :1] < 0, -q, q)
 
 
-def skin_arrays(skin: _Skin, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The splats' centres (N, 3) and rotations (N, 4) under the bones' skinning ``matrices`` (K, 12), chunk by
-    chunk on two threads (numpy lets go of the GIL in its loops)."""
+def skin_matrices(skin: _Skin, obj_world: np.ndarray, armature: Any) -> np.ndarray:
+    """(K, 16) float32: each bone's skinning matrix in the splats' object space, columns (x, y, z, translation), as
+    the Armature modifier applies it (object -> armature space, pose @ rest^-1, back), then the quaternion of its
+    rotation (w >= 0)."""
+    armature.pose.bones.foreach_get("matrix", skin.pose)
+    pose = skin.pose.reshape(-1, 4, 4).transpose(0, 2, 1).astype(np.float64)[skin.index]
+    to_arm = np.linalg.inv(np.asarray(armature.matrix_world, np.float64)) @ obj_world
+    m = np.linalg.inv(to_arm)[None] @ pose @ skin.rest_inv @ to_arm[None]
+    table = np.empty((len(m), 16), np.float32)
+    table[:, :12] = m[:, :3, :].transpose(0, 2, 1).reshape(-1, 12)
+    table[:, 12:] = _quaternions(m[:, :3, :3])
+    return table
+
+
+def skin_arrays(skin: _Skin, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The splats' centres (N, 3) and rotations (N, 4) under the bones' skinning ``table`` (K, 16), chunk by chunk
+    on two threads (numpy lets go of the GIL in its loops)."""
+    q = table[:, 12:]
+    k = len(q)
+    # Splats whose bones' quaternions lie in opposite hemispheres (bones turned far apart) need each quaternion
+    # flipped to their first bone's side, which the dense product cannot do: only then, those splats are redone.
+    opposite = ((q.astype(np.float64) @ q.T.astype(np.float64)) < 0).ravel()
+    flip = opposite if opposite[skin.pairs].any() else None
     chunks = skin.chunks
     if len(chunks) > 1:
-        list(_pool().map(lambda chunk: skin_chunk(chunk, matrices), chunks))
+        list(_pool().map(lambda chunk: skin_chunk(chunk, table, flip, k), chunks))
     else:
-        skin_chunk(chunks[0], matrices)
+        skin_chunk(chunks[0], table, flip, k)
     return skin.positions, skin.rotations
 
 
@@ -186,68 +232,68 @@ def _pool() -> ThreadPoolExecutor:
     return _executor
 
 
-def skin_chunk(skin: _Chunk, matrices: np.ndarray) -> None:
-    """One chunk's centres and rotations under the bones' skinning ``matrices`` (K, 12), into its output rows.
+def skin_chunk(skin: _Chunk, table: np.ndarray, flip: np.ndarray | None = None, k: int = 0) -> None:
+    """One chunk's centres and rotations under the bones' skinning ``table`` (K, 16), into its output rows.
 
-    The rotation is pla4d.rig.skinning.blend_rotations in the asset's axes: the blended matrix's x column kept, its
-    y column made orthogonal to it. The asset's y axis is Blender's z, so here z is the second column kept and
-    y = z cross x; the result turns each splat's rest rotation."""
-    blend = np.matmul(matrices.T, skin.weights, out=skin.blend)
-    a0, a1, a2, b0, b1, b2, c0, c1, c2, t0, t1, t2 = blend
+    The rotation is pla4d.rig.skinning.blend_rotations: the weighted sum of the bones' quaternions, each in the
+    hemisphere of the splat's first bone's (``flip``: the (K * K) bone pairs in opposite hemispheres, or None when
+    no splat has such a pair), normalised, times the splat's rest quaternion."""
+    blend = np.matmul(table.T, skin.weights, out=skin.blend)
+    a0, a1, a2, b0, b1, b2, c0, c1, c2, t0, t1, t2, qw, qx, qy, qz = blend
+    if flip is not None:
+        first = skin.joints[0]
+        rows = np.flatnonzero(flip[first[None] * k + skin.joints[1:]].any(0))
+        if rows.size:
+            j, w = skin.joints[:, rows], skin.slot_weights[:, rows]
+            q = table[:, 12:][j]  # (I, m, 4)
+            side = np.where((q * q[:1]).sum(-1) < 0, -w, w)
+            blend[12:, rows] = (side[..., None] * q).sum(0).T
     rx, ry, rz = skin.rest
     out = skin.positions
-    for k, (a, b, c, t) in enumerate(((a0, b0, c0, t0), (a1, b1, c1, t1), (a2, b2, c2, t2))):
-        p = a * rx
+    p = skin.scratch[0]
+    for i, (a, b, c, t) in enumerate(((a0, b0, c0, t0), (a1, b1, c1, t1), (a2, b2, c2, t2))):
+        np.multiply(a, rx, out=p)
         p += b * ry
         p += c * rz
         p += t
-        out[:, k] = p
-    inv = a0 * a0
-    inv += a1 * a1
-    inv += a2 * a2
+        out[:, i] = p
+    inv = skin.scratch[1]
+    np.multiply(qw, qw, out=inv)
+    inv += qx * qx
+    inv += qy * qy
+    inv += qz * qz
     np.sqrt(inv, out=inv)
     np.divide(1.0, inv, out=inv)
-    x0, x1, x2 = a0 * inv, a1 * inv, a2 * inv
-    d = x0 * c0
-    d += x1 * c1
-    d += x2 * c2
-    z0, z1, z2 = c0 - d * x0, c1 - d * x1, c2 - d * x2
-    inv = z0 * z0
-    inv += z1 * z1
-    inv += z2 * z2
-    np.sqrt(inv, out=inv)
-    np.divide(1.0, inv, out=inv)
-    z0 *= inv
-    z1 *= inv
-    z2 *= inv
-    y0, y1, y2 = z1 * x2 - z2 * x1, z2 * x0 - z0 * x2, z0 * x1 - z1 * x0
-    # Quaternion of the columns (x, y, z): the w branch, exact where |w| is not small (rotations from rest under
-    # ~150 degrees); the rest take Shepperd's stable branch.
-    qw = x0 + y1
-    qw += z2
-    qw += 1.0
-    np.maximum(qw, 0.0, out=qw)
-    np.sqrt(qw, out=qw)
-    qw *= 0.5
-    inv = np.maximum(qw, _MIN_W)
-    np.divide(0.25, inv, out=inv)
-    qx, qy, qz = (y2 - z1) * inv, (z0 - x2) * inv, (x1 - y0) * inv
-    low = np.flatnonzero(qw < _MIN_W)
-    if low.size:
-        cols = [v[low] for v in (x0, y0, z0, x1, y1, z1, x2, y2, z2)]
-        q = _shepperd(np.stack(cols, -1).reshape(-1, 3, 3))
-        qw[low], qx[low], qy[low], qz[low] = q.T
     bw, bx, by, bz = skin.rest_rot
     rot = skin.rotations
-    rot[:, 0] = qw * bw - qx * bx - qy * by - qz * bz
-    rot[:, 1] = qw * bx + qx * bw + qy * bz - qz * by
-    rot[:, 2] = qw * by - qx * bz + qy * bw + qz * bx
-    rot[:, 3] = qw * bz + qx * by - qy * bx + qz * bw
+    rot[:, 0] = (qw * bw - qx * bx - qy * by - qz * bz) * inv
+    rot[:, 1] = (qw * bx + qx * bw + qy * bz - qz * by) * inv
+    rot[:, 2] = (qw * by - qx * bz + qy * bw + qz * bx) * inv
+    rot[:, 3] = (qw * bz + qx * by - qy * bx + qz * bw) * inv
 
 
-def skin_object(obj: Any, depsgraph: Any = None, force: bool = False) -> bool:
+def _cached(uid: int, frame: int, key: bytes, skin: _Skin | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The kept frame ``frame`` of object ``uid`` if it was skinned with this pose; with ``skin``, keep (or refresh)
+    its freshly skinned arrays as that frame instead."""
+    global _frames_bytes
+    entry = _frames.get((uid, frame))
+    if skin is None:
+        return entry[1:] if entry is not None and entry[0] == key else None
+    if entry is not None:
+        np.copyto(entry[1], skin.positions)
+        np.copyto(entry[2], skin.rotations)
+        _frames[(uid, frame)] = (key, entry[1], entry[2])
+    elif _frames_bytes + skin.positions.nbytes + skin.rotations.nbytes <= RIG_CACHE_BYTES:
+        _frames[(uid, frame)] = (key, skin.positions.copy(), skin.rotations.copy())
+        _frames_bytes += skin.positions.nbytes + skin.rotations.nbytes
+    return None
+
+
+def skin_object(obj: Any, depsgraph: Any = None, force: bool = False, frame: int | None = None) -> bool:
     """Skin ``obj``'s splats with its armature's current (evaluated) pose and write them; False when nothing was
-    written (not rigged, baked, no armature, or the pose is the one written last)."""
+    written (not rigged, baked, no armature, or the pose is the one written last). ``frame``: the scene frame this
+    pose is at (a frame change), whose skinned splats are kept and reused while its pose stays the same; ``force``
+    skins and writes even an unchanged pose, without the kept frames."""
     armature = obj.get(RIG_MARK)
     if armature is None or getattr(armature, "type", None) != "ARMATURE" or obj.pla4d.baked:
         return False
@@ -257,35 +303,80 @@ def skin_object(obj: Any, depsgraph: Any = None, force: bool = False) -> bool:
     except (KeyError, ValueError):
         return False
     world = np.asarray((obj.evaluated_get(depsgraph) if depsgraph is not None else obj).matrix_world, np.float64)
-    matrices = skin_matrices(skin, world, evaluated)
-    key = matrices.tobytes()
+    table = skin_matrices(skin, world, evaluated)
+    key = table.tobytes()
     if not force and key == skin.last:
         return False
-    positions, rotations = skin_arrays(skin, matrices)
+    kept = None if force or frame is None else _cached(obj.session_uid, frame, key, None)
+    if kept is None:
+        positions, rotations = skin_arrays(skin, table)
+        if frame is not None:
+            _cached(obj.session_uid, frame, key, skin)
+    else:
+        positions, rotations = kept
     data = obj.data
     data.attributes["position"].data.foreach_set("vector", positions.ravel())
     data.attributes[ATTR_ROTATION].data.foreach_set("value", rotations.ravel())
     data.update_tag()
-    skin.last = key
+    skin.last, skin.written = key, (positions, rotations)
     return True
 
 
-def skin_scene(scene: Any, depsgraph: Any = None, armatures: set[Any] | None = None) -> int:
+def rigged_objects(scene: Any) -> list[Any]:
+    """The scene's rigged splat objects, from the registry (a scan of the scene's objects when it is stale)."""
+    objects = scene.objects
+    count = len(objects)
+    entry = _registry.get(scene.session_uid)
+    if entry is not None and entry[0] == count:
+        found = [objects.get(name) for name in entry[1]]
+        if all(o is not None and o.get(RIG_MARK) is not None for o in found):
+            return found
+    found = [o for o in objects if o.get(RIG_MARK) is not None]
+    _registry[scene.session_uid] = (count, [o.name for o in found])
+    return found
+
+
+def skin_scene(scene: Any, depsgraph: Any = None, armatures: set[Any] | None = None, frame: int | None = None) -> int:
     """Skin every rigged splat object of ``scene`` (only those driven by ``armatures`` when given)."""
     count = 0
-    for obj in scene.objects:
-        armature = obj.get(RIG_MARK)
-        if armature is not None and (armatures is None or armature in armatures):
-            count += skin_object(obj, depsgraph)
+    for obj in rigged_objects(scene):
+        if armatures is None or obj.get(RIG_MARK) in armatures:
+            count += skin_object(obj, depsgraph, frame=frame)
     return count
 
 
 # ------------------------------------------------------------------------------------------------ handlers
 
 
+def write_kept(scene: Any) -> int:
+    """Write the kept frame of the scene's current frame to every rigged splat object that has one, before the
+    depsgraph evaluates the frame; returns how many were written. Which pose it belongs to is not known yet (the
+    armature is evaluated after this): ``frame_change_post`` checks it and skins again if the pose changed since.
+    Written here, the splats are evaluated once in the frame change, not a second time for a write after it."""
+    frame = scene.frame_current
+    count = 0
+    for obj in rigged_objects(scene):
+        entry = _frames.get((obj.session_uid, frame))
+        skin = _skins.get(obj.session_uid)
+        if entry is None or skin is None or obj.pla4d.baked or skin.last == entry[0]:
+            continue
+        data = obj.data
+        data.attributes["position"].data.foreach_set("vector", entry[1].ravel())
+        data.attributes[ATTR_ROTATION].data.foreach_set("value", entry[2].ravel())
+        data.update_tag()
+        skin.last, skin.written = entry[0], (entry[1], entry[2])
+        count += 1
+    return count
+
+
+@persistent
+def _on_frame_change_pre(scene: Any, *_args: Any) -> None:
+    write_kept(scene)
+
+
 @persistent
 def _on_frame_change_post(scene: Any, depsgraph: Any = None) -> None:
-    skin_scene(scene, depsgraph)
+    skin_scene(scene, depsgraph, frame=scene.frame_current)
 
 
 @persistent
@@ -305,6 +396,7 @@ def _on_load_post(*_args: Any) -> None:
 
 
 _HANDLERS = (
+    (bpy.app.handlers.frame_change_pre, _on_frame_change_pre),
     (bpy.app.handlers.frame_change_post, _on_frame_change_post),
     (bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update_post),
     (bpy.app.handlers.load_post, _on_load_post),
@@ -331,6 +423,38 @@ def unregister() -> None:
 # ------------------------------------------------------------------------------------------------ bake
 
 
+def posed_frame(obj: Any, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """The splats' centres (N, 3) and rotations (N, 4) in Blender's values as the armature poses them at asset
+    frame ``t`` (scene frame start + t: its Action, NLA and constraints, as played); the scene is left at that
+    frame."""
+    scene = bpy.context.scene
+    frame = obj.pla4d.start_frame + int(t)
+    if scene.frame_current != frame:
+        scene.frame_set(frame)
+    armature = obj.get(RIG_MARK)
+    if armature is None or getattr(armature, "type", None) != "ARMATURE":
+        raise ValueError(f"{obj.name} has no armature")
+    skin_object(obj, bpy.context.evaluated_depsgraph_get(), frame=frame)  # a no-op when the handler skinned it
+    return _skin_of(obj, armature).written
+
+
+def posed_values(obj: Any, name: str, t: int) -> np.ndarray:
+    """Blender values of attribute ``name`` (``positions`` or ``rotations``; the held others as stored) at asset
+    frame ``t`` of an unbaked rigged object, as its armature poses them (what the exporters write); the scene's
+    frame is restored."""
+    if name not in ("positions", "rotations"):
+        target, _kind, key, width = BLENDER_ATTR[name]
+        return read_attribute(obj.data, target, key, width)
+    scene = bpy.context.scene
+    current = scene.frame_current
+    try:
+        positions, rotations = posed_frame(obj, t)
+        return (positions if name == "positions" else rotations).copy()
+    finally:
+        if scene.frame_current != current:
+            scene.frame_set(current)
+
+
 def bake_rig(obj: Any) -> int:
     """Store every frame's skinned centres and rotations as the per-frame attributes of the ``pla4d Frames``
     nodes (scales and opacities are held); returns the frame count. Posing the armature no longer moves the baked
@@ -347,11 +471,9 @@ def bake_rig(obj: Any) -> int:
     data = obj.data
     try:
         for t in range(props.frame_count):
-            scene.frame_set(props.start_frame + t)
-            skin_object(obj, bpy.context.evaluated_depsgraph_get())  # a no-op when the handler skinned it
-            skin = _skins[obj.session_uid]
-            set_attribute(data, f"pla4d_position_{t}", skin.positions)
-            set_attribute(data, f"pla4d_{ATTR_ROTATION}_{t}", skin.rotations, "QUATERNION", "value")
+            positions, rotations = posed_frame(obj, t)
+            set_attribute(data, f"pla4d_position_{t}", positions)
+            set_attribute(data, f"pla4d_{ATTR_ROTATION}_{t}", rotations, "QUATERNION", "value")
     finally:
         scene.frame_set(current)
     props.baked = True

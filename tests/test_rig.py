@@ -14,7 +14,7 @@ import pytest
 from pla4d.cli import main
 from pla4d.formats.asset import AssetError, read_asset, write_asset
 from pla4d.rig.fit import build_rig, rigged_gaussians
-from pla4d.rig.skinning import matrix_to_quaternion, quaternion_multiply
+from pla4d.rig.skinning import blend_rotations, matrix_to_quaternion, quaternion_multiply
 from pla4d.rig.ssdr import RigError, fit_skinning, project_simplex, reconstruct
 
 
@@ -112,6 +112,25 @@ def test_gaussians_follow_their_bones_centres_and_rotations() -> None:
     assert np.allclose(rotations[-1, single], quaternion_multiply(bone_q, q0[single]), atol=1e-5)
     assert np.allclose(np.linalg.norm(rotations, axis=-1), np.linalg.norm(q0, axis=-1)[None], atol=1e-5)
     assert np.allclose(rotations[0], q0, atol=1e-6)
+
+
+def test_rotation_blend_takes_each_bone_on_the_first_bones_side() -> None:
+    """Bones turned by +170 and -170 degrees about z: their quaternions (w >= 0) lie in opposite hemispheres. A point
+    halfway between them turns by 180 degrees (the second bone's quaternion flipped to the first's side), not by 0
+    (their plain sum); the blend is the same whichever bone comes first."""
+
+    def turn(degrees: float) -> np.ndarray:
+        c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+        return np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0]], np.float64)
+
+    transforms = np.stack([turn(170), turn(-170)])[None]
+    joints = np.array([[0, 1], [1, 0], [0, 1], [1, 0]])
+    weights = np.array([[0.5, 0.5], [0.5, 0.5], [1.0, 0.0], [0.75, 0.25]])
+    q = blend_rotations(transforms, joints, weights)[0]
+    assert np.allclose(np.abs(q[:2]), [0, 0, 0, 1], atol=1e-9)
+    assert np.allclose(q[2], matrix_to_quaternion(transforms[0, 0, :, :3]), atol=1e-9)
+    half = math.radians(185 / 2)  # 0.75 x 190 (= -170) + 0.25 x 170: a turn by 185 degrees
+    assert np.allclose(np.abs(q[3]), np.abs([math.cos(half), 0, 0, math.sin(half)]), atol=0.02)
 
 
 @pytest.mark.parametrize(

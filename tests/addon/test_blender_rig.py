@@ -28,8 +28,11 @@ def _canonical(positions: np.ndarray, rotations: np.ndarray) -> dict[str, np.nda
             "sh_dc": np.zeros((n, 3), np.float32)}  # fmt: skip
 
 
-def bar_asset(path: Path, frames: int = 5) -> dict[str, np.ndarray]:
-    """A bar along x in [0, 2] bending at x = 1 about z: root bone still, child bone turning by up to 90 degrees."""
+def bar_asset(path: Path, frames: int = 5, fold: bool = False) -> dict[str, np.ndarray]:
+    """A bar along x in [0, 2] bending at x = 1 about z: root bone still, child bone turning by up to 90 degrees.
+    ``fold``: the root turns by up to +170 degrees about the origin and the child by up to -170 about the joint, so
+    at the last frames the two bones' quaternions lie in opposite hemispheres (the splats blending both take the
+    flipped branch of the rotation blend)."""
     rng = np.random.default_rng(0)
     n, v = 400, 120
     points = np.column_stack([rng.uniform(0, 2, n + v), rng.uniform(-0.1, 0.1, n + v), rng.uniform(-0.1, 0.1, n + v)])
@@ -40,6 +43,10 @@ def bar_asset(path: Path, frames: int = 5) -> dict[str, np.ndarray]:
     transforms[:, 0] = np.eye(3, 4)
     for t in range(frames):
         transforms[t, 1] = rigid_turn(0.5 * math.pi * t / (frames - 1), 2, np.array([1.0, 0.0, 0.0]))
+        if fold:
+            turn = math.radians(170) * t / (frames - 1)
+            transforms[t, 0] = rigid_turn(turn, 2, np.zeros(3))
+            transforms[t, 1] = rigid_turn(-turn, 2, np.array([1.0, 0.0, 0.0]))
     rest = np.tile(np.eye(4), (2, 1, 1))
     rest[1, :3, 3] = [1.0, 0.0, 0.0]
     q0 = rng.normal(size=(n, 4))
@@ -52,7 +59,7 @@ def bar_asset(path: Path, frames: int = 5) -> dict[str, np.ndarray]:
                   weights[:n], joints[n:], weights[n:])  # fmt: skip
     write_asset(path, _canonical(points[:n], q0), {"positions": g_pos, "rotations": g_rot}, fps=8.0,
                 mesh=MeshData(faces, m_pos), rig=rig)  # fmt: skip
-    (path.parent / "bar_rigged.glb").write_bytes(rigged_glb_bytes(rig, faces, points[n:], fps=8.0))
+    (path.parent / f"{path.name}_rigged.glb").write_bytes(rigged_glb_bytes(rig, faces, points[n:], fps=8.0))
     return {"positions": g_pos, "rotations": g_rot, "mesh_positions": m_pos, "child_weight": weights[:n, 1]}
 
 
@@ -66,6 +73,7 @@ def test_rig_import(bpy_python, addon_zip, fixture_dir, tmp_path):
     rigs = tmp_path / "rigs"
     rigs.mkdir()
     np.savez(rigs / "bar.npz", **bar_asset(rigs / "bar"))
+    np.savez(rigs / "fold.npz", **bar_asset(rigs / "fold", fold=True))
     big_asset(rigs / "big")
     env = {"PLA4D_RIG_DIR": str(rigs)}
     result = run_inner(bpy_python, ["test_rig_import.py"], addon_zip, fixture_dir, tmp_path, env)

@@ -54,11 +54,13 @@ def _same_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(2 * np.arccos(np.clip(np.abs((a * b).sum(1)), 0, 1)))
 
 
-def test_action_plays_the_rig_on_mesh_and_splats(rig_import):
+@pytest.mark.parametrize("name", ["bar", "fold"])
+def test_action_plays_the_rig_on_mesh_and_splats(rig_import, name):
+    """``fold``: bones turned far apart (quaternions in opposite hemispheres), the rotation blend's flipped branch."""
     module, asset_io = rig_import
-    expected = dict(np.load(RIGS / "bar.npz"))
+    expected = dict(np.load(RIGS / f"{name}.npz"))
     scene = bpy.context.scene
-    armature, splats, mesh = module.import_rig(bpy.context, str(RIGS / "bar"))
+    armature, splats, mesh = module.import_rig(bpy.context, str(RIGS / name))
     assert armature.type == "ARMATURE" and [b.name for b in armature.data.bones] == [
         "bone_00_root",
         "bone_01_mid_centre.L",
@@ -157,6 +159,44 @@ def test_baked_rigged_splats_play_without_the_addon(addon, rig_import):
             assert angle.max() < 0.05, (t, angle.max())
     finally:
         addon_utils.enable(addon.__name__, default_set=True)
+
+
+def test_unbaked_rigged_splats_export_what_the_armature_poses(addon, rig_import, tmp_path):
+    """Re-keyed by hand (the child bone held at 45 degrees on every frame), the splats' PLY sequence and KHR glTF
+    morph targets hold the re-keyed pose at every frame, not the asset's motion; the scene's frame is kept."""
+    module, asset_io = rig_import
+    expected = dict(np.load(RIGS / "bar.npz"))
+    scene = bpy.context.scene
+    armature, splats, _mesh = module.import_rig(bpy.context, str(RIGS / "bar"))
+    frames = expected["positions"].shape[0]
+    child = armature.pose.bones["bone_01_mid_centre.L"]
+    for t in range(frames):
+        child.rotation_quaternion = (math.cos(math.pi / 8), 0.0, 0.0, math.sin(math.pi / 8))
+        child.keyframe_insert("rotation_quaternion", frame=scene.frame_start + t)
+    scene.frame_set(scene.frame_start + 2)
+    posed, posed_rot = _evaluated(splats, hide=("pla4d Splats",))
+    scene.frame_set(scene.frame_start + 1)
+    out = tmp_path / "plys"
+    with bpy.context.temp_override(selected_objects=[splats], active_object=splats):
+        assert bpy.ops.pla4d.export_ply(directory=str(out)) == {"FINISHED"}
+        assert bpy.ops.pla4d.export_splats(filepath=str(tmp_path / "rig.glb"), format="KHR_GLB") == {"FINISHED"}
+    assert scene.frame_current == scene.frame_start + 1
+    files = sorted(out.glob("frame_*.ply"))
+    assert len(files) == frames
+    for t, file in enumerate(files):
+        ply = addon.asset_io.read_gaussian_ply(file)
+        got = asset_io.positions_to_blender(ply["positions"])
+        assert np.abs(got - posed).max() < 1e-4, t
+        assert _same_rotation(asset_io.rotations_to_blender(ply["rotations"]), posed_rot).max() < 0.05, t
+    # Not the asset's own motion: the child turned 0 .. 90 degrees there, 45 here.
+    field = asset_io.positions_to_blender(expected["positions"][0])
+    assert np.abs(posed - field).max() > 0.1
+    import importlib
+
+    khr = importlib.import_module(f"{PACKAGE}.pla4d_formats.khr_gltf").read_khr_gltf(tmp_path / "rig.glb")
+    assert khr.frame_count == frames
+    for t in range(frames):
+        assert np.abs(asset_io.positions_to_blender(khr.arrays["positions"][t]) - posed).max() < 1e-4, t
 
 
 def test_export_rig_as_gltf_and_fbx_and_blender_reads_the_gltf_back(rig_import, tmp_path):
