@@ -224,11 +224,23 @@ def import_rig(context: Any, path: str, verify: bool = True) -> list[Any]:
     return created
 
 
+def rig_armature(obj: Any) -> Any:
+    """The armature of a pla4d rig from any of its objects (the armature, its splats or its skinned mesh), or None."""
+    if obj is None:
+        return None
+    if obj.type == "ARMATURE":
+        return obj
+    armature = obj.get(rig_playback.RIG_MARK) or obj.parent
+    return armature if getattr(armature, "type", None) == "ARMATURE" else None
+
+
 def export_rig(context: Any, armature: Any, path: str, fmt: str = "GLTF") -> str:
-    """Write ``armature``, its Action and the meshes skinned to it (not the splats' helper mesh) as glTF binary
-    (Blender's glTF exporter) or FBX; returns the path."""
-    if armature is None or armature.type != "ARMATURE":
-        raise ImportFailedError("select a pla4d rig (its armature) to export")
+    """Write ``armature`` (or the armature of the rigged object given), its Action as the armature plays it and the
+    meshes skinned to it (not the splats: a PointCloud, which glTF and FBX skins do not carry; their own exports
+    write the pose per frame) as glTF binary (Blender's glTF exporter) or FBX; returns the path."""
+    armature = rig_armature(armature)
+    if armature is None:
+        raise ImportFailedError("select a pla4d rig (its armature, splats or mesh) to export")
     chosen = [armature] + [c for c in armature.children if c.type == "MESH"]  # the splats are a PointCloud
     override = {"selected_objects": chosen, "selected_editable_objects": chosen, "active_object": armature}
     for obj in context.view_layer.objects if context.view_layer is not None else ():
