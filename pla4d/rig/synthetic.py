@@ -1,7 +1,7 @@
 """A synthetic rigged 4D asset of any size, for the Blender rig tests and benchmarks/rig_bench.py: splats on a chain
 of bones, each bone turning about its own joint (about x, y or z by turns) a little more every frame, four random
 weights per splat on its nearest bones, random rest rotations. Every splat moves and turns at every frame, about
-axes that differ between its bones (so the blended rotation's Gram-Schmidt convention shows)."""
+axes that differ between its bones (so any axis convention in the rotation blend would show)."""
 
 from __future__ import annotations
 
