@@ -186,6 +186,8 @@ def test_ray_client_address(cluster, backend_factory, tmp_path):
     assert events[-1]["event"] == "done", events[-1]
     with Client(backend.endpoint, timeout=60) as client:
         fetched(client, job_id, tmp_path / "got")
+    log = (backend.data_dir.parent / "client.log").read_text()
+    assert "Traceback" not in log, log[-3000:]  # its start's clean-up (backend/ray_cleanup.py) works through ray://
 
 
 @pytest.mark.slow
