@@ -104,8 +104,8 @@ class RayExecutor(Executor):
         self.shared = Path(shared_dir).resolve() if shared_dir else None
         if self.shared is not None:
             (self.shared / "jobs").mkdir(parents=True, exist_ok=True)
-        # One namespace per data dir, the backend's id: two backends on one cluster never adopt each other's runs.
-        namespace = backend_id(self.jobs_dir)
+        # The backend's id, kept in its data dir, is its namespace: two backends never adopt each other's runs.
+        namespace = backend_id(self.jobs_dir.parent, create=True)
         options: dict[str, Any] = {"namespace": namespace, "log_to_driver": False, "ignore_reinit_error": True}
         if address:
             ray.init(address=address, **options)

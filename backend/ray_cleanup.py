@@ -1,7 +1,9 @@
 """What one backend holds on a Ray cluster, and freeing what no job of it owns any more (docs/cluster.md, "Faults").
 
-A backend's id is ``pla4d-`` and 12 hex digits of its data dir's path. It is the backend's Ray namespace (two backends
-on one cluster never adopt each other's runs) and the start of its placement groups' names, ``ID-job-JOB-ATTEMPT``:
+A backend's id is ``pla4d-`` and 12 random hex digits, made at its first start with ``--executor ray`` and kept in its
+data dir (``ray-backend-id``): not its data dir's path, which two machines on one cluster may share. It is the backend's
+Ray namespace (two backends on one cluster never adopt each other's runs) and the start of its placement groups' names,
+``ID-job-JOB-ATTEMPT``:
 one per running job, detached so that a job's claim on its GPU outlives a backend restart, and shown by
 ``ray list placement-groups`` and the dashboard. Its runs on the node hosts are keyed ``ID/ID-job-JOB-ATTEMPT``.
 
@@ -18,19 +20,33 @@ This module imports ray only inside its functions: a backend without ``--executo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
 HOSTS_NAMESPACE = "pla4d-hosts"  # one host per node, shared by every backend on the cluster (it hands out GPUs)
 HOST_CALL_S = 10.0  # a host that does not answer this fast is left alone (its runs are freed by a later call)
 BACKEND_ID = re.compile(r"pla4d-[0-9a-f]{12}")
+ID_FILE = "ray-backend-id"  # in the data dir
 
 
-def backend_id(jobs_dir: str | Path) -> str:
-    """The id of the backend whose job folders are ``jobs_dir`` (``DATA/jobs``): the same for every start of it."""
-    return "pla4d-" + hashlib.sha256(str(Path(jobs_dir).resolve()).encode()).hexdigest()[:12]
+def backend_id(data_dir: str | Path, create: bool = False) -> str:
+    """The id of the backend of this data dir, the same for every start of it; made now with ``create`` when it has
+    none yet (LookupError without)."""
+    path = Path(data_dir) / ID_FILE
+    try:
+        ident = path.read_text().strip()
+    except FileNotFoundError:
+        if not create:
+            raise LookupError(f"{data_dir} holds no {ID_FILE}: its backend never ran with --executor ray") from None
+        ident = f"pla4d-{secrets.token_hex(6)}"
+        partial = path.with_name(f"{ID_FILE}.partial")
+        partial.write_text(ident + "\n")
+        partial.replace(path)
+    if not BACKEND_ID.fullmatch(ident):
+        raise ValueError(f"{path} holds no backend id (pla4d- and 12 hex digits): {ident[:40]!r}")
+    return ident
 
 
 def group_name(backend: str, job_id: str, attempt: int) -> str:
@@ -115,14 +131,19 @@ def release_main(argv: list[str], default_data_dir: str) -> int:
     who = p.add_mutually_exclusive_group()
     who.add_argument("--data-dir", default=default_data_dir,
                      help=f"the backend's data dir (default ./{default_data_dir})")  # fmt: skip
-    who.add_argument("--backend", metavar="ID",
-                     help="the backend's id, pla4d-XXXXXXXXXXXX (the start of its placement groups' names in "
-                     "`ray list placement-groups`), when its data dir is gone")  # fmt: skip
+    who.add_argument(
+        "--backend", metavar="ID",
+        help="the backend's id, pla4d-XXXXXXXXXXXX (in its data dir's ray-backend-id, and the start of its placement "
+        "groups' names in `ray list placement-groups`), when its data dir is gone",
+    )  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="list what would be freed, free nothing")
     args = p.parse_args(argv)
-    backend = args.backend or backend_id(Path(args.data_dir) / "jobs")
-    if not BACKEND_ID.fullmatch(backend):
-        p.error(f"--backend takes an id like pla4d-0123456789ab, got {backend!r}")
+    if args.backend is not None and not BACKEND_ID.fullmatch(args.backend):
+        p.error(f"--backend takes an id like pla4d-0123456789ab, got {args.backend!r}")
+    try:
+        backend = args.backend or backend_id(args.data_dir)
+    except (LookupError, ValueError, OSError) as exc:
+        p.error(str(exc))
     import ray
 
     ray.init(address=args.ray_address, namespace=backend, log_to_driver=False)

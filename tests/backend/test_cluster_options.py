@@ -29,17 +29,23 @@ def test_cluster_options():
                    "shared_dir": "/mnt/pla4d"}  # fmt: skip
 
 
-def test_ray_release_names():
-    """A backend's id is stable for its data dir and starts its placement groups' names (ray-release finds them by
-    it); ``ray-release`` refuses an id of another form before it reaches any cluster."""
+def test_ray_release_names(tmp_path):
+    """A backend's id is made once and kept in its data dir (random: two machines may use the same data dir path on
+    one cluster), and starts its placement groups' names (ray-release finds them by it); ``ray-release`` refuses a data
+    dir without one, or an id of another form, before it reaches any cluster."""
     import pytest
 
     from backend.ray_cleanup import BACKEND_ID, backend_id, group_name
     from backend.server import main
 
-    ident = backend_id("/srv/pla4d/jobs")
-    assert BACKEND_ID.fullmatch(ident) and ident == backend_id("/srv/pla4d/../pla4d/jobs") != backend_id("/srv/x/jobs")
+    with pytest.raises(LookupError):
+        backend_id(tmp_path)
+    ident = backend_id(tmp_path, create=True)
+    assert BACKEND_ID.fullmatch(ident) and backend_id(tmp_path) == backend_id(tmp_path, create=True) == ident
+    (tmp_path / "other").mkdir()
+    assert backend_id(tmp_path / "other", create=True) != ident
     assert group_name(ident, "0123456789abcdef", 2) == f"{ident}-job-0123456789abcdef-2"
-    with pytest.raises(SystemExit) as exit_:
-        main(["ray-release", "--backend", "job-0123"])
-    assert exit_.value.code == 2
+    for args in (["--backend", "job-0123"], ["--data-dir", str(tmp_path / "none")]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["ray-release", *args])
+        assert exit_.value.code == 2

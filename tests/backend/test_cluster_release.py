@@ -69,7 +69,7 @@ def test_stale_groups_freed_on_restart_and_by_ray_release(cluster, backend_facto
     args = ("--rate", "0", "--executor", "ray", "--ray-address", cluster.address)
     mine = backend_factory(*args, name="mine")
     gone = backend_factory(*args, name="gone")
-    ns_mine, ns_gone = backend_id(mine.data_dir / "jobs"), backend_id(gone.data_dir / "jobs")
+    ns_mine, ns_gone = backend_id(mine.data_dir), backend_id(gone.data_dir)  # made at their first start
     running = {}
     for backend in (mine, gone):
         with Client(backend.endpoint, timeout=60) as client:
