@@ -132,6 +132,7 @@ class _Skin:
                               self.rotations[lo : lo + CHUNK])
                        for lo in range(0, n, CHUNK)]  # fmt: skip
         self.pose = np.empty(self.bone_count * 16, np.float32)
+        self.arm_world = np.eye(4)
         self.last: bytes | None = None
         self.written = (self.positions, self.rotations)  # the centres and rotations written last
 
@@ -191,13 +192,20 @@ def _quaternions(r: np.ndarray) -> np.ndarray:
     return np.where(q[:, :1] < 0, -q, q)
 
 
-def skin_matrices(skin: _Skin, obj_world: np.ndarray, armature: Any) -> np.ndarray:
+def pose_key(skin: _Skin, obj_world: np.ndarray, armature: Any) -> bytes:
+    """Read the armature's pose into ``skin`` and return what the splats' skinning depends on, as bytes: every bone's
+    pose matrix and both objects' world matrices (equal bytes, equal skinned splats)."""
+    armature.pose.bones.foreach_get("matrix", skin.pose)
+    skin.arm_world = np.asarray(armature.matrix_world, np.float64)
+    return skin.pose.tobytes() + skin.arm_world.tobytes() + obj_world.tobytes()
+
+
+def skin_matrices(skin: _Skin, obj_world: np.ndarray) -> np.ndarray:
     """(K, 16) float32: each bone's skinning matrix in the splats' object space, columns (x, y, z, translation), as
     the Armature modifier applies it (object -> armature space, pose @ rest^-1, back), then the quaternion of its
-    rotation (w >= 0)."""
-    armature.pose.bones.foreach_get("matrix", skin.pose)
+    rotation (w >= 0); from the pose :func:`pose_key` read."""
     pose = skin.pose.reshape(-1, 4, 4).transpose(0, 2, 1).astype(np.float64)[skin.index]
-    to_arm = np.linalg.inv(np.asarray(armature.matrix_world, np.float64)) @ obj_world
+    to_arm = np.linalg.inv(skin.arm_world) @ obj_world
     m = np.linalg.inv(to_arm)[None] @ pose @ skin.rest_inv @ to_arm[None]
     table = np.empty((len(m), 16), np.float32)
     table[:, :12] = m[:, :3, :].transpose(0, 2, 1).reshape(-1, 12)
@@ -303,13 +311,12 @@ def skin_object(obj: Any, depsgraph: Any = None, force: bool = False, frame: int
     except (KeyError, ValueError):
         return False
     world = np.asarray((obj.evaluated_get(depsgraph) if depsgraph is not None else obj).matrix_world, np.float64)
-    table = skin_matrices(skin, world, evaluated)
-    key = table.tobytes()
+    key = pose_key(skin, world, evaluated)
     if not force and key == skin.last:
         return False
     kept = None if force or frame is None else _cached(obj.session_uid, frame, key, None)
     if kept is None:
-        positions, rotations = skin_arrays(skin, table)
+        positions, rotations = skin_arrays(skin, skin_matrices(skin, world))
         if frame is not None:
             _cached(obj.session_uid, frame, key, skin)
     else:
