@@ -159,6 +159,7 @@ class MotionConfig:
     track_weight: float = 0.0
     track_size: int = 128
     track_method: str = "tvl1"
+    track_mode: str = "chained"  # "step": a frame's target is the field's pose at the frame before + one flow step
     # Joint fine-tune of the canonical Gaussians (off: the paper trains only the field).
     train_canonical: bool = False
     canonical_lr_scale: float = 0.1  # times the static stage's learning rates

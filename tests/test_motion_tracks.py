@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from pla4d.cameras import front_camera
-from pla4d.losses.tracks import TrackLoss, chain_tracks, frame_alphas, project_points, video_flows
+from pla4d.losses.tracks import (
+    TrackLoss,
+    chain_tracks,
+    frame_alphas,
+    project_points,
+    step_validity,
+    video_flows,
+)
 
 pytest.importorskip("skimage")
 
@@ -82,6 +90,27 @@ def test_track_loss_pulls_seen_centres_onto_their_tracks() -> None:
     at_target = torch.stack([moved[:2] + torch.tensor([3.0 * float(z0[0]) / float(camera.Ks[0, 0, 0]) * sign, 0, 0])])
     term, figures = loss.loss(torch.cat([at_target, means0[None, 2:]], 1), [1])
     assert figures["track_px"] < 0.05
+    # Stepwise: frame 1's target is the pose at frame 0 (here the canonical one) moved by one flow step.
+    forward = torch.zeros(1, 32, 32, 2)
+    forward[..., 0] = 3.0
+    step = TrackLoss(means0, torch.ones(3), depth, alpha, camera, tracks, valid, weight=1.0, step_flow=forward,
+                     step_valid=torch.ones(1, 32, 32, dtype=torch.bool))  # fmt: skip
+    still = lambda points, frames: points[None].expand(len(frames), -1, -1)  # noqa: E731
+    _, figures = step.loss(means0[None], [1], before=still)
+    assert math.isclose(figures["track_px"], 3.0, rel_tol=1e-3)
+    _, figures = step.loss(means0[None], [0], before=still)
+    assert figures["track_px"] < 1e-3
+
+
+def test_step_validity_drops_occlusions_and_steps_off_the_object() -> None:
+    forward = torch.zeros(1, 8, 8, 2)
+    forward[..., 0] = 2.0
+    backward = -forward.clone()
+    backward[0, :, 6:] = 0.0  # pixels landing at x >= 6 do not come back: an occlusion
+    alphas = torch.ones(2, 8, 8)
+    alphas[1, :, :2] = 0.0
+    ok = step_validity(forward, backward, alphas)
+    assert ok[0, 0, 0] and ok[0, 0, 3] and not ok[0, 0, 5]
 
 
 def test_motion_stage_trains_with_the_tracks() -> None:
@@ -101,3 +130,5 @@ def test_motion_stage_trains_with_the_tracks() -> None:
     result = train_motion(model, frames, front, cfg, seed=0)
     assert all(math.isfinite(r["track_px"]) for r in result.history)
     assert any(r["track_px"] > 0 for r in result.history)  # some frame away from 0 was drawn and tracked
+    result = train_motion(model, frames, front, dataclasses.replace(cfg, track_mode="step"), seed=0)
+    assert all(math.isfinite(r["track_px"]) for r in result.history)

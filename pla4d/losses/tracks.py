@@ -146,6 +146,24 @@ def chain_tracks(
     return torch.stack(positions).reshape(steps + 1, h, w, 2), torch.stack(valids).reshape(steps + 1, h, w)
 
 
+def step_validity(forward: Tensor, backward: Tensor, alphas: Tensor, min_alpha: float = 0.5) -> Tensor:
+    """(T - 1, H, W) where the flow from frame t to t + 1 can be trusted at frame t's pixels: on the object at both
+    ends and through the forward-backward check of :func:`chain_tracks`, for one step (nothing chained)."""
+    steps, h, w = forward.shape[:3]
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    pos = torch.stack([xs, ys], -1).reshape(-1, 2)
+    out = []
+    for t in range(steps):
+        f = forward[t].reshape(-1, 2)
+        nxt = pos + f
+        b = _sample(backward[t], nxt)
+        bound = 0.25 + 0.05 * (f.square().sum(-1) + b.square().sum(-1))
+        ok = (alphas[t].reshape(-1) > min_alpha) & ((f + b).square().sum(-1) < bound)
+        ok = ok & (_sample(alphas[t + 1][..., None], nxt)[:, 0] > min_alpha)
+        out.append(ok.reshape(h, w))
+    return torch.stack(out)
+
+
 def project_points(points: Tensor, camera: Cameras) -> tuple[Tensor, Tensor]:
     """(..., 2) continuous pixel positions and (...,) camera-space depths of (..., 3) world points in the first
     camera of ``camera`` (OpenCV)."""
@@ -162,7 +180,13 @@ class TrackLoss:
     ``means0`` (N, 3) are the canonical centres, ``opacities`` (N,) their opacities, ``depth`` and ``alpha``
     (size, size) the canonical model's front render (expected depth, alpha) at the tracks' resolution, and
     ``camera`` the front camera at that resolution. A Gaussian counts where its centre projects onto the
-    object and lies within ``depth_tolerance`` of the rendered depth (the surface the video shows)."""
+    object and lies within ``depth_tolerance`` of the rendered depth (the surface the video shows).
+
+    Two modes. Chained (``step_flow`` None): each one takes the track of ``tracks``/``valid`` at its frame-0 pixel,
+    an absolute target per frame, lost for good where the track dies. Stepwise (``step_flow`` (T - 1, S, S, 2)
+    with ``step_valid``): at frame t its target is where the field puts it at frame t - 1 (no gradient) moved by
+    the flow found there, so a part whose chained track died (an occlusion, a flow error on one step) is still
+    led by the next steps' flow."""
 
     def __init__(
         self,
@@ -175,9 +199,13 @@ class TrackLoss:
         valid: Tensor,
         weight: float,
         depth_tolerance: float = 0.03,
+        step_flow: Tensor | None = None,
+        step_valid: Tensor | None = None,
     ):
         size = tracks.shape[1]
         self.camera, self.size, self.weight = camera, size, weight
+        self.step_flow = step_flow
+        self.step_valid = None if step_valid is None else step_valid.float()[..., None]
         with torch.no_grad():
             uv0, z0 = project_points(means0, camera)
             on = _sample(torch.stack([alpha, depth], -1), uv0)
@@ -191,6 +219,7 @@ class TrackLoss:
             self.targets = uv[None] + _sample(disp, uv).reshape(-1, steps, 2).permute(1, 0, 2)  # (T, M, 2)
             self.valid = _sample(valid.float().permute(1, 2, 0), uv).T > 0.999  # (T, M)
             self.opacity = opacities[self.index].detach()
+            self.means0 = means0[self.index].detach()
 
     @classmethod
     def from_video(
@@ -203,16 +232,20 @@ class TrackLoss:
         size: int,
         weight: float,
         method: str = "ilk",
+        stepwise: bool = False,
     ) -> TrackLoss:
         """Tracks of ``frames_rgba`` at ``size`` pixels; ``render_front(camera)`` renders the canonical model
         (a :class:`pla4d.render.gaussians.GaussianRender`) in the front camera scaled to that size."""
         camera = front.scaled(size / front.width)
         forward, backward = video_flows(frames_rgba, size, method)
-        tracks, valid = chain_tracks(forward, backward, frame_alphas(frames_rgba, size))
+        alphas = frame_alphas(frames_rgba, size)
+        tracks, valid = chain_tracks(forward, backward, alphas)
+        step_valid = step_validity(forward, backward, alphas) if stepwise else None
         with torch.no_grad():
             out = render_front(camera)
         return cls(means0.detach().cpu(), opacities.detach().cpu(), out.depth[0, ..., 0].cpu(),
-                   out.alpha[0, ..., 0].cpu(), camera, tracks, valid, weight)  # fmt: skip
+                   out.alpha[0, ..., 0].cpu(), camera, tracks, valid, weight,
+                   step_flow=forward if stepwise else None, step_valid=step_valid)  # fmt: skip
 
     @property
     def count(self) -> int:
@@ -220,21 +253,51 @@ class TrackLoss:
         return int(self.index.numel())
 
     def to(self, device: torch.device | str) -> TrackLoss:
-        self.index, self.targets, self.valid, self.opacity = (
-            x.to(device) for x in (self.index, self.targets, self.valid, self.opacity)
+        self.index, self.targets, self.valid, self.opacity, self.means0 = (
+            x.to(device) for x in (self.index, self.targets, self.valid, self.opacity, self.means0)
         )
+        if self.step_flow is not None:
+            self.step_flow, self.step_valid = self.step_flow.to(device), self.step_valid.to(device)
         return self
 
-    def loss(self, means: Tensor, frames: list[int], scale: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+    def loss(
+        self, means: Tensor, frames: list[int], scale: float = 1.0, before=None
+    ) -> tuple[Tensor, dict[str, float]]:
         """``means`` (B, N, 3) the deformed centres at ``frames`` (B frame indices); the term is weighted
-        ``weight * scale``."""
+        ``weight * scale``. Stepwise, ``before(points, frames)`` gives the (B, M, 3) positions of the tracked
+        canonical ``points`` (M, 3) at the frames before ``frames`` (the field, without gradient)."""
         if self.count == 0:
             return means.sum() * 0.0, {"track_px": 0.0}
         uv, _ = project_points(means[:, self.index], self.camera)
         idx = torch.tensor(frames, device=means.device)
-        err = (uv - self.targets[idx]) / self.size  # (B, M, 2), image widths
-        w = self.valid[idx].float() * self.opacity[None]
+        if self.step_flow is None:
+            targets, w = self.targets[idx], self.valid[idx].float() * self.opacity[None]
+        else:
+            targets, ok = self._step_targets(frames, before)
+            w = ok * self.opacity[None]
+        err = (uv - targets) / self.size  # (B, M, 2), image widths
         dist = (err.square().sum(-1) + 1e-6).sqrt() - 1e-3  # Charbonnier: robust to the tracks' outliers
         term = (w * dist).sum() / w.sum().clamp_min(1e-8)
         px = float(((err.detach().norm(dim=-1) * w).sum() / w.sum().clamp_min(1e-8)) * self.size)
         return self.weight * scale * term, {"track": float(term.detach()), "track_px": px}
+
+    def _step_targets(self, frames: list[int], before) -> tuple[Tensor, Tensor]:
+        """Stepwise targets (B, M, 2) and weights (B, M): at frame 0 the frame-0 pixel, else the position at the
+        frame before moved by that step's flow, where the flow is trusted."""
+        uv0 = self.targets[0]
+        targets, ok = [], []
+        later = [f for f in frames if f > 0]
+        if later:
+            with torch.no_grad():
+                previous, _ = project_points(before(self.means0, [f - 1 for f in later]), self.camera)
+        j = 0
+        for f in frames:
+            if f == 0:
+                targets.append(uv0)
+                ok.append(torch.ones_like(uv0[:, 0]))
+                continue
+            at = previous[j]
+            j += 1
+            targets.append(at + _sample(self.step_flow[f - 1], at))
+            ok.append((_sample(self.step_valid[f - 1], at)[:, 0] > 0.999).float())
+        return torch.stack(targets), torch.stack(ok)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from pla4d.cameras import Cameras
 from pla4d.config import MotionConfig, StaticConfig
-from pla4d.deform.hexplane import DeformationField
+from pla4d.deform.hexplane import DeformationField, frame_time
 from pla4d.deform.mirror import MirrorPlane, find_mirror_plane
 from pla4d.errors import Cancelled
 from pla4d.gaussians.model import GaussianModel
@@ -255,8 +255,14 @@ def train_motion(
     tracks = None
     if cfg.track_weight > 0:
         tracks = TrackLoss.from_video(frames_rgba, model.means, model.opacities, reference.render, front,
-                                      cfg.track_size, cfg.track_weight, cfg.track_method).to(device)  # fmt: skip
+                                      cfg.track_size, cfg.track_weight, cfg.track_method,
+                                      cfg.track_mode == "step").to(device)  # fmt: skip
     mirror_plane = _apply_mirror_prior(model, front, field_, cfg)
+
+    def before(points: Tensor, frames: list[int]) -> Tensor:  # the stepwise tracks' positions at earlier frames
+        times = torch.tensor([float(frame_time(f, num_frames)) for f in frames], device=device)
+        return points + field_(points, times).d_means
+
     # Holding a frame's motion for the next also holds its depth along the input rays, which the video cannot
     # correct; with nothing setting that depth it accumulates frame after frame (khr_cesiumman: 22.10 dB without
     # the curriculum, 21.46 with). So the curriculum runs only where the depth prior sets the depth.
@@ -297,7 +303,7 @@ def train_motion(
             loss = loss + term
             record.update(figures)
         if tracks is not None:
-            term, figures = tracks.loss(deformed.means[: batch.n_front], batch.frames, 1.0 - it / total)
+            term, figures = tracks.loss(deformed.means[: batch.n_front], batch.frames, 1.0 - it / total, before)
             loss = loss + term
             record.update(figures)
         reg = plane_regularisers(field_, cfg)
