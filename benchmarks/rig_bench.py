@@ -259,8 +259,8 @@ def blender_inner(asset: Path) -> dict[str, Any]:
             "handler_kept_cpu_ms": ms(handler_kept_cpu), "frame_set_no_handler_ms": no_handler,
             "frame_set_no_instancing_ms": no_instancing, "cache_path_frame_set_ms": cache,
             "cache_path_frame_set_cpu_ms": cache_cpu,
-            "cores": os.cpu_count(), "load_1min": round(_load(), 2),
-            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+            "skin_threads": 2 if rig_playback.THREADED else 1, "cores": os.cpu_count(),
+            "load_1min": round(_load(), 2), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
 
 
 def main() -> int:
