@@ -220,7 +220,7 @@ def import_rig(context: Any, path: str, verify: bool = True) -> list[Any]:
     if asset.mesh is not None and asset.rig.mesh_joints is not None:
         created.append(import_rigged_mesh(context, asset, armature, f"{label} mesh"))
     setup_scene(scene, asset, start)
-    scene.frame_set(scene.frame_current)
+    rig_playback.prefill(created[1])  # ends on the scene's current frame
     return created
 
 

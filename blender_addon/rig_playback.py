@@ -450,6 +450,33 @@ def posed_frame(obj: Any, t: int) -> tuple[np.ndarray, np.ndarray]:
     return _skin_of(obj, armature).written
 
 
+def prefill(obj: Any) -> int:
+    """Skin and keep every frame of the rigged splats ``obj`` as its armature plays them, ahead of playback (as the
+    cache path converts its frames at import), so that the first pass over the timeline only writes kept frames;
+    returns the frames kept. The splat instancing is off meanwhile (it is not needed to skin), and the scene's frame
+    is restored."""
+    props, scene = obj.pla4d, bpy.context.scene
+    if props.baked or obj.get(RIG_MARK) is None:
+        return 0
+    current = scene.frame_current
+    splats = obj.modifiers.get("pla4d Splats")
+    shown = splats.show_viewport if splats is not None else False
+    if splats is not None:
+        splats.show_viewport = False
+    kept = 0
+    try:
+        for t in range(props.frame_count):
+            posed_frame(obj, t)
+            if (obj.session_uid, props.start_frame + t) not in _frames:
+                break  # the budget is spent: later frames are skinned on their visit
+            kept += 1
+    finally:
+        if splats is not None:
+            splats.show_viewport = shown
+        scene.frame_set(current)
+    return kept
+
+
 def posed_values(obj: Any, name: str, t: int) -> np.ndarray:
     """Blender values of attribute ``name`` (``positions`` or ``rotations``; the held others as stored) at asset
     frame ``t`` of an unbaked rigged object, as its armature poses them (what the exporters write); the scene's
