@@ -61,8 +61,9 @@ def video_flows(
         raise ValueError(f"unknown flow method {method!r}; choose one of {', '.join(FLOW_METHODS)}")
     try:
         from skimage.registration import optical_flow_ilk, optical_flow_tvl1
-    except ImportError as exc:  # pragma: no cover - scikit-image is a base dependency
-        raise RuntimeError("the motion stage's point tracks need scikit-image (pip install scikit-image)") from exc
+    except ImportError as exc:  # scikit-image comes with the models and dev extras, not the base install
+        raise RuntimeError("the motion stage's point tracks (motion.track_weight > 0) need scikit-image: "
+                           "pip install scikit-image, or turn them off") from exc  # fmt: skip
     lum = _luminance(frames_rgba, size)
     window = radius if radius is not None else max(2, round(7 * size / 256))
 
