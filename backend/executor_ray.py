@@ -51,6 +51,7 @@ from backend.ray_job import CANCEL_KILL_S
 
 STATE_FILE = "ray.json"  # in the job folder: the run's placement group, host, attempt and the events taken
 CAPACITY_TTL_S = 2.0
+CONNECT_TRIES = 3  # through ray://
 SWEEP_S = 60.0  # how often the backend's placement groups that no run owns are removed (backend/ray_cleanup.py)
 RELEASE_WAIT_S = 2.0  # longest wait for Ray to count a finished job's resource free again
 POLL_S = 1.0  # longest wait of one events poll (a stopping server waits for it)
@@ -77,6 +78,22 @@ class _Run:
     cancel_at: float | None = None
     abandon: bool = False
     thread: threading.Thread | None = None
+
+
+def connect(ray: Any, address: str, options: dict[str, Any]) -> None:
+    """``ray.init`` to a running cluster. Through ``ray://`` it is tried again a few times: the head's client server
+    starts a server process for each connection, and that start fails now and then (one in four first connections to
+    a freshly started head, on this loaded machine: "Starting Ray client server failed"), where the next one works."""
+    for attempt in range(1, CONNECT_TRIES + 1):
+        try:
+            ray.init(address=address, **options)
+            return
+        except ConnectionError as exc:  # ConnectionAbortedError: the server-side start failed; nothing is left behind
+            if not address.startswith("ray://") or attempt == CONNECT_TRIES:
+                raise
+            why = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+            print(f"pla4d-backend: connecting to {address} failed ({why}); trying again", flush=True)
+            time.sleep(2.0)
 
 
 class RayExecutor(Executor):
@@ -108,7 +125,7 @@ class RayExecutor(Executor):
         namespace = backend_id(self.jobs_dir.parent, create=True)
         options: dict[str, Any] = {"namespace": namespace, "log_to_driver": False, "ignore_reinit_error": True}
         if address:
-            ray.init(address=address, **options)
+            connect(ray, address, options)
         else:
             # A Ray of this machine alone: its GPUs, or one logical unit of the resource so that a machine without
             # one still runs a job at a time.

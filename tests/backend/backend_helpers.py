@@ -50,7 +50,11 @@ class Backend:
                *self.extra, *extra]  # fmt: skip
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        # A Ray backend connects to its cluster before it binds (through ray://, to a server process the head starts
+        # for it): on this loaded machine that alone has taken over 30 s.
+        args = [*self.extra, *extra]
+        uses_ray = "--executor" in args[:-1] and args[args.index("--executor") + 1] == "ray"
+        deadline = time.monotonic() + (120 if uses_ray else 30)
         while not endpoint_file.exists():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"backend exited with {self.proc.returncode}")
