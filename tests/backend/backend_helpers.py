@@ -55,7 +55,8 @@ class Backend:
         args = [*self.extra, *extra]
         uses_ray = "--executor" in args[:-1] and args[args.index("--executor") + 1] == "ray"
         deadline = time.monotonic() + (120 if uses_ray else 30)
-        while not endpoint_file.exists():
+        # The server writes the file (open, then write): whole once its line has its newline.
+        while not (endpoint_file.exists() and endpoint_file.read_text().endswith("\n")):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"backend exited with {self.proc.returncode}")
             if time.monotonic() > deadline:
