@@ -1,6 +1,6 @@
 """How good are the video's point tracks (pla4d/losses/tracks.py) against the true motion? No training.
 
-    python benchmarks/motion_tracks.py CLIP_DIR [--size 128] [--method ilk|tvl1] [--every 3]
+    python benchmarks/motion_tracks.py CLIP_DIR [--size 128] [--method tvl1|ilk] [--every 3]
                                        [--out results/motion_tracks.jsonl]
 
 The input frames' consecutive flow is chained from frame 0 as the motion stage does. The true vertices seen by the
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clip")
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--method", default="ilk")
+    parser.add_argument("--method", default="tvl1", help="tvl1 (the stage's) or ilk")
     parser.add_argument("--radius", type=int, default=None, help="Lucas-Kanade window (default: 7 px at 256)")
     parser.add_argument("--min-texture", type=float, default=0.0, help="drop tracks on flat shading (0: keep)")
     parser.add_argument("--every", type=int, default=3)

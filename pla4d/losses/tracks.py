@@ -51,7 +51,7 @@ def frame_alphas(frames_rgba: Tensor, size: int) -> Tensor:
 
 
 def video_flows(
-    frames_rgba: Tensor, size: int, method: str = "ilk", radius: int | None = None
+    frames_rgba: Tensor, size: int, method: str = "tvl1", radius: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Forward and backward flow between consecutive frames at ``size`` pixels: two (T - 1, size, size, 2)
     tensors of (x, y) pixel displacements, ``forward[t]`` from frame t to t + 1 (at frame t's pixels) and
@@ -232,7 +232,7 @@ class TrackLoss:
         front: Cameras,
         size: int,
         weight: float,
-        method: str = "ilk",
+        method: str = "tvl1",
         stepwise: bool = False,
     ) -> TrackLoss:
         """Tracks of ``frames_rgba`` at ``size`` pixels; ``render_front(camera)`` renders the canonical model
