@@ -141,6 +141,13 @@ class MotionConfig:
     # which then accumulates). Measured (harness, draft, novel views every 3rd frame): khr_fox_walk 21.60 -> 21.86
     # dB, three_robot_dance 19.40 -> 19.69; 0.3 and 0.7 did no better; khr_cesiumman (no prior) 22.10 -> 21.46.
     frame_curriculum: float = 0.5
+    # Where the curriculum starts (issue 21): "first" (from frame 0 on), "both" (from the first and the last frame
+    # towards the middle, for a clip that returns to its first pose, such as a walk cycle: the second half then
+    # starts from the last frame's pose, near the first's, not from the drift of the first half), or "auto"
+    # ("both" where the last frame differs from the first by at most ``cycle_ratio`` of the largest difference).
+    frame_curriculum_ends: str = "first"
+    cycle_ratio: float = 0.15
+    curriculum_needs_prior: bool = True
     # Coarse part motion (pla4d/deform/parts.py, issue 21): ``parts`` k-means clusters of the canonical Gaussians,
     # each turned and moved rigidly per frame and blended over its ``part_neighbours`` nearest, under the fine
     # field, so a limb swung past its own width is turned whole by whatever of it still overlaps. 0: off.

@@ -333,3 +333,20 @@ def test_graph_parts_are_saved_and_move_other_points_as_their_nearest_gaussian()
     assert DeformationField(**old).part_motion.clustering == "kmeans"
     with pytest.raises(ValueError, match="clustering"):
         DeformationField(6, parts=2, part_clustering="spectral")
+
+
+def test_hold_gap_fills_the_gap_from_its_nearer_end():
+    model = _model()
+    field = DeformationField(8, spatial_resolutions=(8, 16), channels=4)
+    _perturb_heads(field, std=0.1)
+    with torch.no_grad():
+        for plane in field.temporal:
+            plane.add_(torch.randn_like(plane) * 0.5)
+    times = torch.tensor([frame_time(i, 8) for i in range(8)])
+    before = field(model.means, times).d_means
+    field.hold_gap(float(times[1]), float(times[6]))  # frames 2, 3 take frame 1's motion; 4, 5 frame 6's
+    after = field(model.means, times).d_means
+    for kept in (0, 1, 6, 7):
+        assert torch.equal(after[kept], before[kept])
+    for frame, source in ((2, 1), (3, 1), (4, 6), (5, 6)):
+        assert torch.allclose(after[frame], before[source], atol=1e-6), frame

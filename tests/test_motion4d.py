@@ -9,6 +9,7 @@ from pla4d.example.creature import animate_creature
 from pla4d.gaussians.init import gaussians_from_mesh
 from pla4d.metrics import psnr
 from pla4d.stages.motion4d import frames_reached, lambda_at, render_deformed, resolution_at, train_motion
+from pla4d.stages.motion_sampling import MotionSampler, returns_to_start
 
 SIZE = 80
 
@@ -163,3 +164,27 @@ def test_rigidity_is_zero_for_rigid_motion_and_positive_for_scattering():
     assert float(rigidity_loss(moved, neighbours, rest)) < 1e-10
     scattered = moved + torch.randn_like(moved) * 0.05
     assert float(rigidity_loss(scattered, neighbours, rest)) > 1e-4
+
+
+def test_curriculum_from_both_ends_reaches_the_last_frame_first_and_meets_in_the_middle():
+    cfg = MotionConfig(batch_frames=3)
+    sampler = MotionSampler(cfg, 9, 100, 0.5, None, torch.Generator().manual_seed(0), False, False, both_ends=True)
+    assert sampler.reached_frames() == [0, 8]
+    assert sorted(sampler.draw(0).frames) == [0, 8]
+    sampler.reached = 5
+    assert sampler.reached_frames() == [0, 1, 2, 7, 8]
+    drawn = sampler.draw(1).frames
+    assert drawn[:2] == [2, 7] and len(drawn) == 3  # the newest from each end first
+    sampler.reached = 9
+    assert sampler.reached_frames() == list(range(9))
+
+
+def test_a_clip_back_at_its_first_pose_is_told_from_one_that_is_not():
+    frames = torch.zeros(8, 16, 16, 4)
+    for i in range(8):
+        frames[i, :, : 2 + min(i, 7 - i) * 2, :] = 1.0  # a bar that grows and shrinks back
+    assert returns_to_start(frames, 0.15)
+    growing = torch.zeros(8, 16, 16, 4)
+    for i in range(8):
+        growing[i, :, : 2 + i * 2, :] = 1.0
+    assert not returns_to_start(growing, 0.15)

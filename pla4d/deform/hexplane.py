@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pla4d.deform.interp import line_weights
+from pla4d.deform.interp import fill_gap, line_weights
 from pla4d.deform.mirror import lift_depth
 from pla4d.deform.parts import PartMotion, quaternion_product
 
@@ -276,17 +276,25 @@ class DeformationField(nn.Module):
         """Every space-time row after time ``t`` takes the (interpolated) row at ``t``, so training that reaches
         later times starts from the motion already found. When ``t`` falls on a row (the default: one row per
         frame) later times then deform exactly as ``t`` does."""
+        self.hold_gap(t, None)
+
+    @torch.no_grad()
+    def hold_gap(self, t_from: float, t_to: float | None) -> None:
+        """The rows strictly between times ``t_from`` and ``t_to`` take the (interpolated) row of the nearer of
+        the two (``t_to`` None: every row after ``t_from`` takes its row), so training that reaches into the gap
+        from either side starts from the motion already found there."""
+        low = self._row_position(t_from)
+        high = None if t_to is None else self._row_position(t_to)
+        for plane in self.temporal:
+            fill_gap(plane, -2, low, high)
+        if self.part_motion is not None:
+            self.part_motion.hold_gap(low, high)
+
+    def _row_position(self, t: float) -> float:
         position = min(max(float(t), 0.0), 1.0) * (self.time_resolution - 1)
         if abs(position - round(position)) < 1e-6:  # a frame on a row (t = i / (T - 1) is inexact in floats)
             position = float(round(position))
-        below = int(position)
-        above = min(below + 1, self.time_resolution - 1)
-        weight = position - below
-        for plane in self.temporal:
-            row = plane[:, :, below] * (1.0 - weight) + plane[:, :, above] * weight  # (3, C, r)
-            plane[:, :, below + 1 :] = row[:, :, None, :]
-        if self.part_motion is not None:
-            self.part_motion.hold_after(position)
+        return position
 
     # ------------------------------------------------------------------------------------------ regularisers
 
@@ -314,3 +322,4 @@ class DeformationField(nn.Module):
         for plane in self.temporal:
             total = total + (1.0 - plane).abs().mean()
         return total
+

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from pla4d.deform.graph_parts import geodesic_parts
-from pla4d.deform.interp import line_weights
+from pla4d.deform.interp import fill_gap, line_weights
 
 __all__ = ["PartMotion", "axis_angle_quaternion", "kmeans_centres", "quaternion_matrix", "quaternion_product"]
 
@@ -217,14 +217,11 @@ class PartMotion(nn.Module):
         return moved - points, turn / turn.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     @torch.no_grad()
-    def hold_after(self, position: float) -> None:
-        """Rows after ``position`` (a fractional row index) take the interpolated row there."""
-        below = int(position)
-        above = min(below + 1, self.time_resolution - 1)
-        weight = position - below
+    def hold_gap(self, low: float, high: float | None) -> None:
+        """Rows strictly between fractional row positions ``low`` and ``high`` take the interpolated row of the
+        nearer end (``high`` None: every row after ``low`` takes ``low``'s)."""
         for table in (self.rotations, self.translations):
-            row = table[below] * (1.0 - weight) + table[above] * weight
-            table[below + 1 :] = row
+            fill_gap(table, 0, low, high)
 
     def time_smoothness(self) -> Tensor:
         """Mean squared second difference along t of the rotations and translations."""

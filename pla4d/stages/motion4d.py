@@ -54,7 +54,7 @@ from pla4d.stages.motion_losses import (
     render_pose,
     rigidity_loss,
 )
-from pla4d.stages.motion_sampling import MotionSampler, ViewPool, frames_reached
+from pla4d.stages.motion_sampling import MotionSampler, ViewPool, frames_reached, returns_to_start
 from pla4d.stages.static3d import linear_schedule, resolution_schedule
 
 __all__ = [
@@ -266,10 +266,14 @@ def train_motion(
     # Holding a frame's motion for the next also holds its depth along the input rays, which the video cannot
     # correct; with nothing setting that depth it accumulates frame after frame (khr_cesiumman: 22.10 dB without
     # the curriculum, 21.46 with). So the curriculum runs only where the depth prior sets the depth.
-    curriculum = cfg.frame_curriculum if field_.depth_lift is not None else 0.0
-    sampler = MotionSampler(
-        cfg, num_frames, total, curriculum, pool, generator, consistency is not None, refinement is not None
+    curriculum = cfg.frame_curriculum if field_.depth_lift is not None or not cfg.curriculum_needs_prior else 0.0
+    both_ends = cfg.frame_curriculum_ends == "both" or (
+        cfg.frame_curriculum_ends == "auto" and returns_to_start(frames_rgba, cfg.cycle_ratio)
     )
+    sampler = MotionSampler(
+        cfg, num_frames, total, curriculum, pool, generator, consistency is not None, refinement is not None,
+        both_ends,
+    )  # fmt: skip
     timings = {"setup_s": time.perf_counter() - start}
     loop_start = time.perf_counter()
     render_s = field_s = 0.0

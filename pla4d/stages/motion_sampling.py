@@ -18,7 +18,7 @@ from pla4d.deform.hexplane import DeformationField, frame_time
 from pla4d.gaussians.model import GaussianModel
 from pla4d.stages.static3d import sample_orbit_views, select_cameras
 
-__all__ = ["MotionBatch", "MotionSampler", "ViewPool", "frames_reached"]
+__all__ = ["MotionBatch", "MotionSampler", "ViewPool", "frames_reached", "returns_to_start"]
 
 
 def frames_reached(curriculum: float, iteration: int, total: int, num_frames: int) -> int:
@@ -28,6 +28,18 @@ def frames_reached(curriculum: float, iteration: int, total: int, num_frames: in
         return num_frames
     span = curriculum * total
     return min(num_frames, 2 + int((num_frames - 2) * iteration / max(span, 1.0)))
+
+
+def returns_to_start(frames_rgba: Tensor, ratio: float) -> bool:
+    """Whether the clip's last frame is back near its first: its (premultiplied, 64 px) squared difference from
+    frame 0 is at most ``ratio`` times the largest any frame has, as at the end of a walk cycle."""
+    if frames_rgba.shape[0] < 4 or ratio <= 0:
+        return False
+    with torch.no_grad():
+        small = torch.nn.functional.interpolate(frames_rgba.permute(0, 3, 1, 2).float(), size=(64, 64), mode="area")
+        small = torch.cat([small[:, :3] * small[:, 3:], small[:, 3:]], dim=1)
+        distance = (small - small[:1]).pow(2).mean(dim=(1, 2, 3))
+    return bool(distance.max() > 0 and distance[-1] <= ratio * distance.max())
 
 
 class ViewPool:
@@ -88,7 +100,8 @@ class MotionBatch:
 class MotionSampler:
     """Draws each iteration's :class:`MotionBatch` and runs the frame curriculum (``curriculum`` > 0): the
     frames reached grow from the first two to all, each newly reached one starting from the motion of the last
-    frame trained so far."""
+    frame trained so far. With ``both_ends`` (a clip that returns to its first pose) they grow from the first
+    and the last frame towards the middle, so that neither half carries the other's drift."""
 
     def __init__(
         self,
@@ -100,20 +113,35 @@ class MotionSampler:
         generator: torch.Generator,
         consistency: bool,
         guidance: bool,
+        both_ends: bool = False,
     ):
         self.cfg, self.num_frames, self.total, self.curriculum = cfg, num_frames, total, curriculum
         self.pool, self.generator = pool, generator
         self.consistency, self.guidance = consistency, guidance
+        self.both_ends = both_ends and curriculum > 0 and num_frames > 2
         self.reached = frames_reached(curriculum, 0, total, num_frames)
         self._order: list[int] = []
+
+    def _split(self, reached: int) -> tuple[int, int]:
+        """How many of ``reached`` frames are counted from the first frame and how many from the last."""
+        if not self.both_ends or reached >= self.num_frames:
+            return reached, 0
+        return (reached + 1) // 2, reached // 2
+
+    def reached_frames(self) -> list[int]:
+        forward, backward = self._split(self.reached)
+        return list(range(forward)) + list(range(self.num_frames - backward, self.num_frames))
 
     def grow(self, iteration: int, field_: DeformationField) -> None:
         """The curriculum step: reach the frames due at ``iteration``."""
         reach = frames_reached(self.curriculum, iteration, self.total, self.num_frames)
         if reach > self.reached:
-            # The frames just reached start from the motion of the last frame trained so far, a few pixels
+            # The frames just reached start from the motion of the nearest frame trained so far, a few pixels
             # away, instead of from rest, which may be further than the photometric loss can pull.
-            field_.hold_after(float(frame_time(self.reached - 1, self.num_frames)))
+            forward, backward = self._split(self.reached)
+            last = float(frame_time(forward - 1, self.num_frames))
+            first_of_end = float(frame_time(self.num_frames - backward, self.num_frames)) if backward else None
+            field_.hold_gap(last, first_of_end)
             self.reached = reach
 
     def draw(self, iteration: int) -> MotionBatch:
@@ -136,10 +164,14 @@ class MotionSampler:
         cfg, reached = self.cfg, self.reached
         frames: list[int] = []
         if reached < self.num_frames:
-            # Growing: the newest frame, and others drawn from those reached.
-            frames.append(reached - 1)
-            others = torch.randperm(reached - 1, generator=self.generator).tolist()
-            frames += others[: min(cfg.batch_frames, reached) - 1]
+            # Growing: the newest frame (one from each end), and others drawn from those reached.
+            forward, backward = self._split(reached)
+            pool = self.reached_frames()
+            newest = [forward - 1] + ([self.num_frames - backward] if backward else [])
+            frames += newest[: cfg.batch_frames]
+            rest = [f for f in pool if f not in frames]
+            picks = torch.randperm(len(rest), generator=self.generator).tolist()
+            frames += [rest[i] for i in picks[: max(min(cfg.batch_frames, reached) - len(frames), 0)]]
         else:
             # Frames in epochs: every frame is seen once before any is seen twice.
             while len(frames) < min(cfg.batch_frames, self.num_frames):
