@@ -322,4 +322,3 @@ class DeformationField(nn.Module):
         for plane in self.temporal:
             total = total + (1.0 - plane).abs().mean()
         return total
-
