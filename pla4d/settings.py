@@ -185,6 +185,9 @@ SETTINGS: list[Setting] = [
     S("motion.parts", "int", "coarse rigid parts moved under the 4D field (issue 21); 0: none", 0, 256),
     S("motion.part_clustering", "str", "how the 4D stage's parts are cut: kmeans (straight distance) or graph "
       "(geodesic over the Gaussians' k-NN graph; a candidate, issue 21)", choices=("kmeans", "graph")),
+    S("motion.frame_curriculum_ends", "str", "where the 4D stage's frame curriculum starts: first, both (the first "
+      "and the last frame, for a clip that returns to its first pose) or auto (both when it does)",
+      choices=("first", "both", "auto")),
     S("motion.track_weight", "float", "candidate (issue 21): weight of the input video's optical-flow point tracks "
       "in the 4D stage (needs scikit-image); 0: off", 0.0, 100.0),
     S("motion.export_frame_factor", "int", "asset frames per video frame (the field is continuous in time)", 1, 16,

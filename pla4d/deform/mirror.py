@@ -49,7 +49,7 @@ def find_mirror_plane(
     points: Tensor | np.ndarray,
     up: Tensor | np.ndarray,
     tolerance: float | None = None,
-    min_inliers: float = 0.35,
+    min_inliers: float = 0.25,
     angle_step_deg: float = 2.0,
     max_queries: int = 4000,
 ) -> MirrorPlane | None:

@@ -121,6 +121,11 @@ def depth_prior_note(cfg: MotionConfig, result: MotionResult) -> str:
             depth += ": the motion's depth is set parallel to it"
     if cfg.frame_curriculum <= 0:
         return depth
+    if result.frame_curriculum > 0 and result.curriculum_both_ends:
+        return (
+            f"{depth}; frames trained from the first and the last towards the middle (frame curriculum; the clip "
+            "returns to its first pose)"
+        )
     if result.frame_curriculum > 0:
         return f"{depth}; frames trained first to last (frame curriculum)"
     return f"{depth}; frames trained in random order (the frame curriculum needs the depth prior)"

@@ -82,6 +82,7 @@ class MotionResult:
     mirror_plane: MirrorPlane | None = None  # the mirror plane found (None: prior off or no plane); the field
     # uses it (``field.depth_lift``) only when the input camera looks across it
     frame_curriculum: float = 0.0  # the curriculum fraction used (0: frames in epochs from the start)
+    curriculum_both_ends: bool = False  # whether it grew from the first and the last frame
 
 
 def lambda_at(cfg: MotionConfig, iteration: int, total: int) -> float:
@@ -342,4 +343,5 @@ def train_motion(
         guidance_used=refinement is not None,
         mirror_plane=mirror_plane,
         frame_curriculum=curriculum,
+        curriculum_both_ends=sampler.both_ends,
     )
