@@ -180,8 +180,8 @@ SETTINGS: list[Setting] = [
       aliases=("overrides.motion_iterations",)),
     S("motion.first_frame_consistency", "bool", "ablation: the 4D stage without eq. 10's first-frame "
       "consistency term", switch="off", flag="--no-first-frame-consistency"),
-    S("motion.deform_opacity", "bool", "candidate (issue 21): the 4D stage without the d-opacity head",
-      switch="off", flag="--no-deform-opacity"),
+    S("motion.deform_opacity", "bool", "the 4D stage's d-opacity head (the paper's; off since issue 21: parts fade "
+      "instead of moving)", switch="on", flag="--deform-opacity"),
     S("motion.parts", "int", "coarse rigid parts moved under the 4D field (issue 21); 0: none", 0, 256),
     S("motion.part_clustering", "str", "how the 4D stage's parts are cut: kmeans (straight distance) or graph "
       "(geodesic over the Gaussians' k-NN graph; a candidate, issue 21)", choices=("kmeans", "graph")),
