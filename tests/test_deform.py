@@ -162,14 +162,20 @@ def test_config_rebuilds_the_field():
     assert torch.allclose(clone.deform_points(pts, 0.4), field.deform_points(pts, 0.4))
 
 
+def _moving_field(time_resolution: int | None = None) -> DeformationField:
+    """A field over 8 frames whose heads and space-time planes are perturbed, so every frame moves differently."""
+    field = DeformationField(8, spatial_resolutions=(8, 16), channels=4, time_resolution=time_resolution)
+    _perturb_heads(field, std=0.1)
+    with torch.no_grad():
+        for plane in field.temporal:
+            plane.add_(torch.randn_like(plane) * 0.5)
+    return field
+
+
 def test_hold_after_makes_later_times_move_as_the_held_time():
     model = _model()
     for time_resolution in (None, 5):  # rows on frames, and rows between frames
-        field = DeformationField(8, spatial_resolutions=(8, 16), channels=4, time_resolution=time_resolution)
-        _perturb_heads(field, std=0.1)
-        with torch.no_grad():
-            for plane in field.temporal:
-                plane.add_(torch.randn_like(plane) * 0.5)
+        field = _moving_field(time_resolution)
         times = torch.tensor([frame_time(i, 8) for i in range(8)])
         before = field(model.means, times).d_means
         field.hold_after(float(times[3]))
@@ -337,11 +343,7 @@ def test_graph_parts_are_saved_and_move_other_points_as_their_nearest_gaussian()
 
 def test_hold_gap_fills_the_gap_from_its_nearer_end():
     model = _model()
-    field = DeformationField(8, spatial_resolutions=(8, 16), channels=4)
-    _perturb_heads(field, std=0.1)
-    with torch.no_grad():
-        for plane in field.temporal:
-            plane.add_(torch.randn_like(plane) * 0.5)
+    field = _moving_field()
     times = torch.tensor([frame_time(i, 8) for i in range(8)])
     before = field(model.means, times).d_means
     field.hold_gap(float(times[1]), float(times[6]))  # frames 2, 3 take frame 1's motion; 4, 5 frame 6's
