@@ -139,7 +139,7 @@ class MotionConfig:
     mirror_min_cos: float = 0.4
     # Frame curriculum (not in the paper): over the first ``frame_curriculum`` of the iterations the frames
     # trained on grow from the first two to all, each newly reached frame starting from the motion of the one
-    # before (``DeformationField.hold_after``), so large motions are followed a few pixels at a time. 0: off.
+    # before (``DeformationField.hold_gap``), so large motions are followed a few pixels at a time. 0: off.
     # Used only when the mirror-plane prior sets the depth of the motion (held motion holds its unseen depth too,
     # which then accumulates). Measured (harness, draft, novel views every 3rd frame): khr_fox_walk 21.60 -> 21.86
     # dB, three_robot_dance 19.40 -> 19.69; 0.3 and 0.7 did no better; khr_cesiumman (no prior) 22.10 -> 21.46.

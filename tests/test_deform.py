@@ -172,13 +172,13 @@ def _moving_field(time_resolution: int | None = None) -> DeformationField:
     return field
 
 
-def test_hold_after_makes_later_times_move_as_the_held_time():
+def test_hold_gap_to_the_end_makes_later_times_move_as_the_held_time():
     model = _model()
     for time_resolution in (None, 5):  # rows on frames, and rows between frames
         field = _moving_field(time_resolution)
         times = torch.tensor([frame_time(i, 8) for i in range(8)])
         before = field(model.means, times).d_means
-        field.hold_after(float(times[3]))
+        field.hold_gap(float(times[3]), None)
         after = field(model.means, times).d_means
         if time_resolution is None:
             assert torch.equal(after[:4], before[:4])  # up to the held frame nothing changes
@@ -259,7 +259,7 @@ def test_part_motion_blends_at_borders_holds_rows_and_is_saved():
     clone.load_state_dict(field.state_dict())
     assert torch.allclose(clone.deform_points(model.means, 0.7), field.deform_points(model.means, 0.7))
     times = torch.tensor([frame_time(i, 6) for i in range(6)])
-    field.hold_after(float(times[2]))
+    field.hold_gap(float(times[2]), None)
     after = field(model.means, times).d_means
     assert torch.allclose(after[3:], after[2].expand_as(after[3:]), atol=1e-6)
     assert field.time_smoothness() > 0

@@ -272,17 +272,11 @@ class DeformationField(nn.Module):
         return points + self(points, t).d_means
 
     @torch.no_grad()
-    def hold_after(self, t: float) -> None:
-        """Every space-time row after time ``t`` takes the (interpolated) row at ``t``, so training that reaches
-        later times starts from the motion already found. When ``t`` falls on a row (the default: one row per
-        frame) later times then deform exactly as ``t`` does."""
-        self.hold_gap(t, None)
-
-    @torch.no_grad()
     def hold_gap(self, t_from: float, t_to: float | None) -> None:
         """The rows strictly between times ``t_from`` and ``t_to`` take the (interpolated) row of the nearer of
         the two (``t_to`` None: every row after ``t_from`` takes its row), so training that reaches into the gap
-        from either side starts from the motion already found there."""
+        from either side starts from the motion already found there. When a time falls on a row (the default:
+        one row per frame) the frames it fills then deform exactly as that time does."""
         low = self._row_position(t_from)
         high = None if t_to is None else self._row_position(t_to)
         for plane in self.temporal:
