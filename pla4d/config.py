@@ -157,6 +157,10 @@ class MotionConfig:
     # False runs the curriculum without the depth prior too (a candidate: khr_cesiumman 21.66 dB against 22.86 with
     # the prior, its limbs' depth lost; the built-in example's small run: the waving arm 3.5 px off at worst, 10.4).
     curriculum_needs_prior: bool = True
+    # Depth anchor (pla4d/stages/motion_losses.py DepthAnchor, issue 21): where the mirror-plane prior does not set
+    # the motion's depth along the input rays (no plane, or one seen edge-on), ``depth_anchor_weight * mean(depth
+    # motion^2)`` pulls it towards rest, and with it on the frame curriculum runs there too. 0: off.
+    depth_anchor_weight: float = 0.0
     # Coarse part motion (pla4d/deform/parts.py, issue 21): ``parts`` k-means clusters of the canonical Gaussians,
     # each turned and moved rigidly per frame and blended over its ``part_neighbours`` nearest, under the fine
     # field, so a limb swung past its own width is turned whole by whatever of it still overlaps. 0: off.

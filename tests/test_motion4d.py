@@ -188,3 +188,45 @@ def test_a_clip_back_at_its_first_pose_is_told_from_one_that_is_not():
     for i in range(8):
         growing[i, :, : 2 + i * 2, :] = 1.0
     assert not returns_to_start(growing, 0.15)
+
+
+def test_depth_anchor_charges_motion_along_the_input_rays_only(creature):
+    from pla4d.stages.motion_losses import DeformedBatch, DepthAnchor
+    from pla4d.stages.motion_sampling import MotionBatch
+
+    model, _, front = creature
+    eye = front.centers()[0]
+    anchor = DepthAnchor(model, eye, weight=2.0)
+    rays = torch.nn.functional.normalize(model.means.detach() - eye, dim=-1)
+    across = torch.linalg.cross(rays, torch.tensor([0.3, 1.0, 0.2]).expand_as(rays))  # perpendicular to each ray
+    ones = torch.ones(1, model.num_gaussians)
+    batch = MotionBatch(frames=[1], times=[0.5])
+
+    def charged(displacement):
+        moved = DeformedBatch((model.means.detach() + displacement)[None], ones, ones, ones)
+        return float(anchor.loss(model, moved, batch)[0].detach())
+
+    assert charged(0.1 * across) == pytest.approx(0.0, abs=1e-9)
+    assert charged(0.1 * rays) == pytest.approx(2.0 * 0.01, rel=1e-4)
+    assert charged(0.1 * across + 0.1 * rays) == pytest.approx(2.0 * 0.01, rel=1e-4)
+
+
+def test_depth_anchor_holds_the_unseen_depth_where_the_prior_does_not(creature):
+    model, frames, front = creature  # seen from the front: the mirror plane is edge-on and sets no depth
+    rays = torch.nn.functional.normalize(model.means - front.centers()[0], dim=-1)
+
+    def depth_motion(result):
+        with torch.no_grad():
+            d = result.field(model.means, torch.linspace(0, 1, len(frames))).d_means
+        return float(((d * rays).sum(-1) ** 2).mean())
+
+    free = train_motion(model, frames, front, _cfg(frame_curriculum=0.5, curriculum_needs_prior=False), seed=0)
+    held = train_motion(model, frames, front, _cfg(frame_curriculum=0.5, depth_anchor_weight=10.0), seed=0)
+    assert held.field.depth_lift is None and held.frame_curriculum == 0.5  # the anchor lets the curriculum run
+    assert "depth_anchor" in held.history[-1] and "depth_anchor" not in free.history[-1]
+    assert depth_motion(held) < 0.5 * depth_motion(free), (depth_motion(held), depth_motion(free))
+    assert min(_front_psnr(model, frames, front, held.field)[1:]) > min(_front_psnr(model, frames, front)[1:]) + 1.0
+    # Where the prior sets the depth, the anchor is not used.
+    oblique = orbit_cameras([50.0], 0.0, 3.0, 40.0, SIZE)
+    lifted = train_motion(model, frames, oblique, _cfg(iterations=2, depth_anchor_weight=10.0))
+    assert lifted.field.depth_lift is not None and "depth_anchor" not in lifted.history[-1]

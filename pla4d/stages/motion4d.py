@@ -43,6 +43,7 @@ from pla4d.losses.tracks import TrackLoss
 from pla4d.render.gaussians import GaussianRender
 from pla4d.stages.motion_losses import (
     DeformedBatch,
+    DepthAnchor,
     FirstFrameConsistency,
     FrontAlignment,
     Guidance,
@@ -264,10 +265,15 @@ def train_motion(
         times = torch.tensor([float(frame_time(f, num_frames)) for f in frames], device=device)
         return points + field_(points, times).d_means
 
+    # Where the prior does not set the depth along the input rays, the anchor holds it near rest.
+    anchor = None
+    if field_.depth_lift is None and cfg.depth_anchor_weight > 0:
+        anchor = DepthAnchor(model, front.centers()[0], cfg.depth_anchor_weight)
     # Holding a frame's motion for the next also holds its depth along the input rays, which the video cannot
     # correct; with nothing setting that depth it accumulates frame after frame (khr_cesiumman: 22.10 dB without
-    # the curriculum, 21.46 with). So the curriculum runs only where the depth prior sets the depth.
-    curriculum = cfg.frame_curriculum if field_.depth_lift is not None or not cfg.curriculum_needs_prior else 0.0
+    # the curriculum, 21.46 with). So the curriculum runs only where the prior sets the depth or the anchor holds it.
+    depth_held = field_.depth_lift is not None or anchor is not None
+    curriculum = cfg.frame_curriculum if depth_held or not cfg.curriculum_needs_prior else 0.0
     both_ends = cfg.frame_curriculum_ends == "both" or (
         cfg.frame_curriculum_ends == "auto" and returns_to_start(frames_rgba, cfg.cycle_ratio)
     )
@@ -305,6 +311,10 @@ def train_motion(
             record.update(figures)
         if rigidity is not None:
             term, figures = rigidity.loss(deformed, batch)
+            loss = loss + term
+            record.update(figures)
+        if anchor is not None:
+            term, figures = anchor.loss(model, deformed, batch)
             loss = loss + term
             record.update(figures)
         if tracks is not None:

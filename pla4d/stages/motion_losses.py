@@ -25,6 +25,7 @@ from pla4d.stages.static3d import _view_losses, frame_target, pick_backgrounds
 
 __all__ = [
     "DeformedBatch",
+    "DepthAnchor",
     "FirstFrameConsistency",
     "FrontAlignment",
     "Guidance",
@@ -237,6 +238,28 @@ class LocalRigidity:
     def loss(self, deformed: DeformedBatch, batch: MotionBatch) -> tuple[Tensor, dict[str, float]]:
         rigid = rigidity_loss(deformed.means[: batch.n_front], self.neighbours, self.rest)
         return self.weight * rigid, {"rigidity": float(rigid.detach())}
+
+
+class DepthAnchor:
+    """Depth anchor (not in the paper; issue 21): where no depth prior sets the motion's depth along the input
+    camera's rays, that depth is pulled towards rest by ``weight * mean(along^2)`` over the front frames' poses.
+
+    The front view does not see it, so without the anchor it drifts freely, and the frame curriculum, which
+    starts each new frame from the motion of the last, accumulates that drift frame after frame. Depth that the
+    other terms ask for (a limb swung towards the camera keeps its length only by moving in depth) costs far
+    more in rigidity than the anchor charges, so it stays; only the depth nothing asks for goes."""
+
+    def __init__(self, model: GaussianModel, eye: Tensor, weight: float):
+        self.weight = weight
+        with torch.no_grad():
+            self.rays = torch.nn.functional.normalize(model.means.detach() - eye.to(model.means), dim=-1)
+
+    def loss(
+        self, model: GaussianModel, deformed: DeformedBatch, batch: MotionBatch
+    ) -> tuple[Tensor, dict[str, float]]:
+        along = ((deformed.means[: batch.n_front] - model.means) * self.rays).sum(dim=-1)
+        depth = along.pow(2).mean()
+        return self.weight * depth, {"depth_anchor": float(depth.detach())}
 
 
 def plane_regularisers(field_: DeformationField, cfg: MotionConfig) -> Tensor:
