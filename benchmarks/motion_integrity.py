@@ -17,8 +17,9 @@ truth one part, "all". Per part and frame: opacity mass, opacity-weighted larges
 distance change over a limb-scale k-NN graph (32 neighbours), the share of the opacity on the part's true
 surface held by its own Gaussians (low: the part was replaced by others), and per view the part's rendered
 area (its Gaussians alone) against frame 0 and the tracking error of its true vertices moved by our field
-(pixels at the clip's resolution, all vertices of the part, hidden or not). Per view: the area the render misses
-and adds against the true alpha.
+(pixels at the clip's resolution, all vertices of the part, hidden or not), with the depth-blind floor beside it
+(the error of the true motion slid back to its frame-0 depth along the input rays: what the input view alone
+shows). Per view: the area the render misses and adds against the true alpha.
 
 Contact sheets (one PNG per view in --sheets, default RUN_DIR/../integrity; not for committing): rows are frames;
 columns the truth, our render, then heat over a grey render: opacity lost (1 - o_t / o_0), largest-axis growth
@@ -46,6 +47,7 @@ from pla4d.diagnostics.integrity import (
     FLAGS,
     FrameState,
     assign_parts,
+    depth_blind,
     knn_indices,
     neighbour_ratio,
     opacity_mass,
@@ -195,7 +197,10 @@ def measure(run: Path, clip_dir: Path | None, every: int, sheets: Path | None) -
             if gt is not None:
                 verts0 = torch.from_numpy(gt[0][vertex_parts == p]).float()
                 ours = field.deform_points(verts0, frame_time(t, n_frames)).double().numpy()
-                errors, moves = {}, {}
+                blind = depth_blind(
+                    gt[t][vertex_parts == p], gt[0][vertex_parts == p], cams.viewmats[0].double().numpy()
+                )
+                errors, moves, floors = {}, {}, {}
                 for i, view in enumerate(names):
                     viewmat, K = cams.viewmats[i].double().numpy(), cams.Ks[i].double().numpy()
                     uv_true, _ = project(gt[t][vertex_parts == p], viewmat, K)
@@ -203,7 +208,11 @@ def measure(run: Path, clip_dir: Path | None, every: int, sheets: Path | None) -
                     uv0, _ = project(gt[0][vertex_parts == p], viewmat, K)
                     errors[view] = round(float(np.linalg.norm(uv_ours - uv_true, axis=1).mean()), 2)
                     moves[view] = round(float(np.linalg.norm(uv_true - uv0, axis=1).mean()), 2)
+                    floors[view] = round(
+                        float(np.linalg.norm(project(blind, viewmat, K)[0] - uv_true, axis=1).mean()), 2
+                    )
                 figures["track_error_px"], figures["true_motion_px"] = errors, moves
+                figures["depth_blind_px"] = floors  # the error of a motion with no depth along the input rays
             record["parts"][part] = figures
         records.append(record)
         if sheets is not None:

