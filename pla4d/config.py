@@ -154,8 +154,9 @@ class MotionConfig:
     # of the largest difference (64 px), hence 0.3.
     frame_curriculum_ends: str = "auto"
     cycle_ratio: float = 0.3
-    # False runs the curriculum without the depth prior too (a candidate: khr_cesiumman 21.66 dB against 22.86 with
-    # the prior, its limbs' depth lost; the built-in example's small run: the waving arm 3.5 px off at worst, 10.4).
+    # False runs the curriculum where neither the prior nor the depth anchor holds the depth (a candidate:
+    # khr_cesiumman 21.66 dB against 22.86 with the prior, its limbs' depth lost; the built-in example at draft
+    # 17.54 against 18.85, its held depth drifting).
     curriculum_needs_prior: bool = True
     # Depth anchor (pla4d/stages/motion_losses.py DepthAnchor, issue 21): where the mirror-plane prior does not set
     # the motion's depth along the input rays (no plane, or one seen edge-on), ``depth_anchor_weight * mean(depth
