@@ -188,8 +188,8 @@ SETTINGS: list[Setting] = [
     S("motion.frame_curriculum_ends", "str", "where the 4D stage's frame curriculum starts: first, both (the first "
       "and the last frame, for a clip that returns to its first pose) or auto (both when it does)",
       choices=("first", "both", "auto")),
-    S("motion.depth_anchor_weight", "float", "weight of the 4D stage's depth anchor: where no mirror plane sets the "
-      "motion's depth along the input rays (a subject seen from the front) it is held near rest, and the frame "
+    S("motion.depth_anchor_weight", "float", "weight of the 4D stage's depth anchor: where the mirror plane is seen "
+      "edge-on (a subject facing the camera) the motion's depth along the input rays is held near rest, and the frame "
       "curriculum runs there too; 0: off", 0.0, 1000.0),
     S("motion.track_weight", "float", "candidate (issue 21): weight of the input video's optical-flow point tracks "
       "in the 4D stage (needs scikit-image); 0: off", 0.0, 100.0),

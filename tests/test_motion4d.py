@@ -230,7 +230,10 @@ def test_depth_anchor_holds_the_unseen_depth_where_the_prior_does_not(creature):
     assert "depth_anchor" in held.history[-1] and "depth_anchor" not in free.history[-1]
     assert depth_motion(held) < 0.5 * depth_motion(free), (depth_motion(held), depth_motion(free))
     assert min(_front_psnr(model, frames, front, held.field)[1:]) > min(_front_psnr(model, frames, front)[1:]) + 1.0
-    # Where the prior sets the depth, the anchor is not used.
+    # Where the prior sets the depth, the anchor is not used; nor where no plane is found (measured to lose there).
     oblique = orbit_cameras([50.0], 0.0, 3.0, 40.0, SIZE)
     lifted = train_motion(model, frames, oblique, _cfg(iterations=2, depth_anchor_weight=10.0))
     assert lifted.field.depth_lift is not None and "depth_anchor" not in lifted.history[-1]
+    planeless = train_motion(model, frames, front, _cfg(iterations=2, depth_anchor_weight=10.0, mirror_min_inliers=1.0))
+    assert planeless.mirror_plane is None and "depth_anchor" not in planeless.history[-1]
+    assert planeless.frame_curriculum == 0.0

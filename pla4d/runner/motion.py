@@ -107,17 +107,17 @@ def depth_prior_note(cfg: MotionConfig, result: MotionResult) -> str:
     """One line on how the depth of the motion was set (the mirror-plane prior, pla4d/deform/mirror.py) and, as
     the curriculum depends on it, in which order the frames were trained."""
     plane = result.mirror_plane
-    # Where no plane sets the depth, the depth anchor (if on) holds it near rest.
-    free = "held near rest (depth anchor)" if cfg.depth_anchor_weight > 0 else "left to the video alone"
     if not cfg.mirror_prior:
-        depth = f"mirror-plane prior off: the depth of the motion is {free}"
+        depth = "mirror-plane prior off: the depth of the motion is left to the video alone"
     elif plane is None:
         depth = (f"no mirror plane (fewer than {cfg.mirror_min_inliers:.0%} of the Gaussians reflect onto the "
-                 f"object): the depth of the motion is {free}")  # fmt: skip
+                 "object): the depth of the motion is left to the video alone")  # fmt: skip
     else:
         n = ", ".join(f"{x:.2f}" for x in plane.normal)
         depth = f"mirror plane with normal ({n}), {plane.inlier_fraction:.0%} of the Gaussians reflect onto the object"
         if result.field.depth_lift is None:
+            # Seen edge-on, the depth anchor (when on) holds the depth near rest.
+            free = "held near rest (depth anchor)" if cfg.depth_anchor_weight > 0 else "left to the video alone"
             depth += f"; the input camera looks along it, so the depth of the motion is {free}"
         else:
             depth += ": the motion's depth is set parallel to it"
