@@ -76,14 +76,17 @@ class JobRunner:
         self.ended: str | None = None  # why the worker's run is over (set after its last event)
         self.proc: subprocess.Popen | None = None
         self.thread: threading.Thread | None = None
+        self.launched = threading.Event()  # the worker's process exists (or its launch failed)
 
     def start(self) -> None:
-        """Start the worker (once: a second call does nothing)."""
+        """Start the worker (once: a second call does nothing); returns once its process exists, so the run's
+        location (``proc.pid``) is known to whoever asks next (under load the thread may not have launched yet)."""
         with self.lock:
             if self.thread is not None:
                 return
             self.thread = threading.Thread(target=self._run, name=f"pla4d-{self.job_id}", daemon=True)
             self.thread.start()
+        self.launched.wait(30.0)
 
     def _run(self) -> None:
         ctx = zmq.Context()
@@ -98,6 +101,7 @@ class JobRunner:
             # The same worker a local job runs; it dies with the host (PR_SET_PDEATHSIG) and so with its node.
             argv = [str(self.job_dir), endpoint, token.decode(), str(os.getpid()), "auto"]
             self.proc = self.launch(argv, self.job_dir / "worker.log", env)
+            self.launched.set()
             while True:
                 if pull.poll(200):
                     self._take(pull, token)
@@ -111,6 +115,7 @@ class JobRunner:
         except Exception as exc:  # reported to the server as the run's end
             reason = f"the job could not run on this node: {type(exc).__name__}: {exc}"
         finally:
+            self.launched.set()
             pull.close()
             ctx.term()
             with self.lock:
