@@ -241,8 +241,9 @@ class LocalRigidity:
 
 
 class DepthAnchor:
-    """Depth anchor (not in the paper; issue 21): where no depth prior sets the motion's depth along the input
-    camera's rays, that depth is pulled towards rest by ``weight * mean(along^2)`` over the front frames' poses.
+    """Depth anchor (not in the paper; issue 21): where the mirror plane is seen edge-on, so the prior sets no
+    depth, the motion's depth along the input camera's rays is pulled towards rest by ``weight * mean(along^2)``
+    over the front frames' poses (the motion stage decides where; see ``train_motion``).
 
     The front view does not see it, so without the anchor it drifts freely, and the frame curriculum, which
     starts each new frame from the motion of the last, accumulates that drift frame after frame. Depth that the
